@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: all venv demo test lint typecheck unit bench bench-deps clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@# The pure-Python FastCDC fallback is ~300x slower: refuse to run without the compiled one.
+	@$(BIN)/python -c "import pyfastcdc.cy" || { echo "error: pyfastcdc's compiled chunker did not install" >&2; exit 1; }
+	touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+lint: venv
+	$(BIN)/ruff check vst tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+# The peers the benchmark compares against (Debian packages; needs root or sudo).
+bench-deps:
+	@command -v restic >/dev/null && command -v borg >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup; }
+
+bench: venv bench-deps
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

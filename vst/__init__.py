@@ -1,0 +1,3 @@
+"""vst: versioned, deduplicated, encrypted storage with git's interface."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,142 @@
+"""The command line: a click group that loads each command's module only when it runs, the
+global options, and the one place where exceptions become messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from vst import __version__
+from vst.errors import VstError
+
+# name -> (module under vst.cli, section, one-line help). Kept here, not in the modules,
+# so that `vst --help` imports nothing else.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "store": ("store", "porcelain", "Create a store"),
+    "collection": ("collection", "porcelain", "Create and list collections"),
+    "index": ("index", "porcelain", "Maintain the object index cache"),
+    "hash-object": ("hash_object", "plumbing", "Compute a file's object id, optionally store it"),
+    "cat-file": ("cat_file", "plumbing", "Show an object's type, size or content"),
+    "ls-tree": ("ls_tree", "plumbing", "List the contents of a tree"),
+    "mktree": ("mktree", "plumbing", "Build a tree object from ls-tree records"),
+    "write-tree": ("write_tree", "plumbing", "Store a directory and print its tree id"),
+    "commit-tree": ("commit_tree", "plumbing", "Create a commit object"),
+    "update-ref": ("update_ref", "plumbing", "Move a collection's head (compare-and-swap)"),
+    "show-ref": ("show_ref", "plumbing", "List collection heads"),
+    "rev-parse": ("rev_parse", "plumbing", "Resolve a revision to an object id"),
+    "push-blob": ("push_blob", "plumbing", "Copy objects to another store"),
+    "verify-pack": ("verify_pack", "plumbing", "Check a pack byte by byte"),
+    "count-objects": ("count_objects", "plumbing", "Count objects and packs"),
+    "fsck": ("fsck", "plumbing", "Check connectivity and integrity of the store"),
+}
+SECTIONS = (("porcelain", "Commands"), ("plumbing", "Plumbing commands"))
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = COMMANDS.get(name)
+        if spec is None:
+            return None
+        import importlib
+
+        module = importlib.import_module(f"vst.cli.{spec[0]}")
+        command: click.Command = module.command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for section, title in SECTIONS:
+            rows = [(name, help_) for name, (_, sec, help_) in COMMANDS.items() if sec == section]
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="vst", message="%(prog)s %(version)s")
+@click.option("-C", "directory", metavar="DIR", help="Run as if started in DIR.")
+@click.option("--store", "store_url", metavar="URL", envvar="VST_STORE",
+              help="The store to use (default: $VST_STORE, or the current directory).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and results.")
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, directory: str | None, store_url: str | None, quiet: bool,
+        json_output: bool, debug: bool) -> None:
+    """vst: versioned, deduplicated storage for all of your data."""
+    from vst.cli.app import App
+
+    if directory:
+        try:
+            os.chdir(directory)
+        except OSError as exc:
+            raise click.UsageError(f"cannot change to '{directory}': {exc.strerror}") from None
+    ctx.obj = App(store_url=store_url, quiet=quiet, json=json_output, debug=debug)
+
+
+def _report(message: str, hint: str | None, code: int, as_json: bool) -> None:
+    lines = [f"vst: error: {message}"]
+    if hint:
+        lines.append(f"hint: {hint}")
+    if as_json:
+        lines.append(json.dumps({"type": "error", "code": code, "message": message,
+                                 **({"hint": hint} if hint else {})}))
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group and map every outcome to an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    debug = "--debug" in args
+    code = 0
+    try:
+        result: Any = cli.main(args=args, prog_name="vst", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except VstError as exc:
+        if debug:
+            traceback.print_exc()
+        _report(exc.message, exc.hint, exc.exit_code, as_json)
+        code = exc.exit_code
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        _report("interrupted", None, 130, as_json)
+        code = 130
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "vst"
+        _report(exc.format_message(), f"see '{command} --help'", 2, as_json)
+        code = 2
+    except click.ClickException as exc:
+        _report(exc.format_message(), None, exc.exit_code, as_json)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        _report("interrupted", None, 130, as_json)
+        code = 130
+    except BrokenPipeError:
+        code = _broken_pipe()
+    except Exception as exc:  # a bug: say so plainly, traceback only on request
+        if debug:
+            traceback.print_exc()
+        _report(f"internal error: {type(exc).__name__}: {exc}",
+                "rerun with --debug and report it", 70, as_json)
+        code = 70
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = _broken_pipe()
+    sys.exit(code)
+
+
+def _broken_pipe() -> int:
+    # The reader went away (`vst ... | head`): exit quietly with 128 + SIGPIPE, and point
+    # stdout at /dev/null so the interpreter's final flush does not complain again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141

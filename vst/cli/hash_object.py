@@ -1,0 +1,35 @@
+"""vst hash-object [-w] [--stdin] [--stdin-paths] [FILE...]"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vst.cli.app import App
+
+
+@click.command("hash-object")
+@click.option("-w", "write", is_flag=True, help="Store the object too.")
+@click.option("--stdin", "use_stdin", is_flag=True, help="Read the content from stdin.")
+@click.option("--stdin-paths", is_flag=True, help="Read file paths from stdin, one per line.")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.pass_obj
+def command(app: App, write: bool, use_stdin: bool, stdin_paths: bool,
+            files: tuple[str, ...]) -> None:
+    """Print the id of each FILE's content object (a blob, or a chunks object for a file of
+    several chunks); with -w, store it."""
+    from vst.plumbing.hash_object import hash_object
+
+    if use_stdin and stdin_paths:
+        raise click.UsageError("--stdin and --stdin-paths cannot be combined")
+    paths = list(files)
+    if stdin_paths:
+        paths += [line.rstrip("\n") for line in sys.stdin if line.rstrip("\n")]
+    if not paths and not use_stdin:
+        raise click.UsageError("nothing to hash: give FILE arguments, --stdin or --stdin-paths")
+    store = app.open_store() if write else app.maybe_store()
+    results = hash_object(store, paths=paths, write=write,
+                          stdin=sys.stdin.buffer if use_stdin else None)
+    for stored in results:
+        click.echo(str(stored.oid))

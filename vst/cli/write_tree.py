@@ -1,0 +1,22 @@
+"""vst write-tree DIR"""
+
+from __future__ import annotations
+
+import click
+
+from vst.cli.app import App
+
+
+@click.command("write-tree")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.pass_obj
+def command(app: App, directory: str) -> None:
+    """Store DIR recursively and print the id of its tree."""
+    from vst.plumbing.write_tree import write_tree
+
+    progress = app.progress("storing")
+    try:
+        oid = write_tree(app.open_store(), directory, warn=app.warn, on_bytes=progress.add)
+    finally:
+        progress.close()
+    click.echo(str(oid))

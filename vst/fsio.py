@@ -1,0 +1,180 @@
+"""The one place where vst makes bytes durable on a local filesystem.
+
+Every durable write in vst (packs on a local volume, refs, reflogs, configs, meta mirrors)
+goes through a ``FileSystem`` so tests can record, fail or cut any single step. The
+primitive steps (``_open``, ``_write``, ``_fsync``, ``_rename``, ``_link``, ``_unlink``,
+``_mkdir``) are methods for exactly that reason: a test subclass overrides them.
+
+The protocol (see ../docs/design.md, "crash consistency"):
+
+    temp file in the same directory -> write -> fsync(file) -> rename (or link, when the
+    target must not be overwritten) -> fsync(directory)
+
+and every directory created on the way is made durable by fsyncing its parent. An fsync
+that fails is final: the error propagates and the temp file is removed; we never retry the
+fsync on the same descriptor, because a retried fsync can report success after the kernel
+dropped the dirty pages (the "fsyncgate" finding).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from vst.errors import from_os_error
+
+
+class FileSystem:
+    """Durable file operations. Paths are ``str``; errors come out as ``VstError``."""
+
+    # -- primitives (override in tests) ---------------------------------------------------
+
+    def _open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    def _write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def _fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def _close(self, fd: int) -> None:
+        os.close(fd)
+
+    def _rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
+
+    def _link(self, src: str, dst: str) -> None:
+        os.link(src, dst)
+
+    def _unlink(self, path: str) -> None:
+        os.unlink(path)
+
+    def _mkdir(self, path: str, mode: int = 0o755) -> None:
+        os.mkdir(path, mode)
+
+    # -- composed operations --------------------------------------------------------------
+
+    def fsync_dir(self, path: str) -> None:
+        fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._fsync(fd)
+        finally:
+            self._close(fd)
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and missing parents, each made durable in its parent."""
+        try:
+            self._makedirs(os.path.abspath(path))
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot create directory '{path}'") from exc
+
+    def _makedirs(self, path: str) -> None:
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent != path:
+            self._makedirs(parent)
+        try:
+            self._mkdir(path)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise
+            return
+        self.fsync_dir(parent)
+
+    def write_file(self, path: str, data: bytes | memoryview, *, overwrite: bool = True,
+                   mode: int = 0o644) -> bool:
+        """Atomically and durably put ``data`` at ``path``.
+
+        With ``overwrite=False`` an existing file is left alone and False is returned (used
+        for content-addressed files, whose existing copy has the same name and so the same
+        content, or is checked by scrub). Returns True when this call wrote the file.
+        """
+        directory = os.path.dirname(path) or "."
+        temp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}-{os.path.basename(path)}")
+        try:
+            self._write_temp(temp, memoryview(data), mode)
+            try:
+                if overwrite:
+                    self._rename(temp, path)
+                else:
+                    # link() fails with EEXIST instead of replacing: no-overwrite, atomically.
+                    try:
+                        self._link(temp, path)
+                    except FileExistsError:
+                        return False
+                    finally:
+                        self._unlink(temp)
+            except BaseException:
+                _remove_quietly(temp)
+                raise
+            self.fsync_dir(directory)
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot write '{path}'") from exc
+        return True
+
+    def _write_temp(self, temp: str, data: memoryview, mode: int) -> None:
+        fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            try:
+                while data:
+                    written = self._write(fd, data)
+                    data = data[written:]
+                self._fsync(fd)
+            finally:
+                self._close(fd)
+        except BaseException:
+            _remove_quietly(temp)
+            raise
+
+    def append(self, path: str, data: bytes) -> None:
+        """Append ``data`` to ``path`` (created if missing) and make it durable.
+
+        Appends are for logs whose readers tolerate a torn last line (reflogs): a crash
+        can leave a partial record at the end, never damage earlier ones.
+        """
+        try:
+            created = not os.path.exists(path)
+            fd = self._open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[self._write(fd, view):]
+                self._fsync(fd)
+            finally:
+                self._close(fd)
+            if created:
+                self.fsync_dir(os.path.dirname(path) or ".")
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot append to '{path}'") from exc
+
+    def remove(self, path: str) -> None:
+        """Durably remove ``path``; a missing file is not an error."""
+        try:
+            try:
+                self._unlink(path)
+            except FileNotFoundError:
+                return
+            self.fsync_dir(os.path.dirname(path) or ".")
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot remove '{path}'") from exc
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def read_file(path: str) -> bytes:
+    """Read a whole local file, translating OS errors."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise from_os_error(exc, f"cannot read '{path}'") from exc
+
+
+DEFAULT_FS = FileSystem()

@@ -1,0 +1,167 @@
+"""The object index: which pack holds each object, and which volumes hold each pack.
+
+It is only a cache (``vst index rebuild`` recreates it from the packs on the volumes), kept
+in SQLite so lookups stay fast and memory stays flat however large the store grows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from vst.errors import CorruptConfig
+from vst.objects.oid import Oid
+from vst.objects.pack import PackEntry
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (
+    id BLOB PRIMARY KEY, size INTEGER NOT NULL, count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pack_copies (
+    pack BLOB NOT NULL, volume TEXT NOT NULL, PRIMARY KEY (pack, volume)
+) WITHOUT ROWID;
+"""
+# SQLite limits the number of host parameters in one statement.
+_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    pack: Oid
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackRow:
+    pack: Oid
+    size: int
+    count: int
+    volumes: tuple[str, ...]
+
+
+class ObjectIndex:
+    """Thread-safe: one connection behind a lock (lookups are microseconds)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, timeout=60, check_same_thread=False,
+                                       isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # A cache, but one whose loss costs a rebuild: FULL keeps a commit's index rows
+            # durable before its ref moves (packs, index, ref: in that order).
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise CorruptConfig(f"index '{path}' has unknown schema {version}",
+                                    hint="run 'vst index rebuild'")
+        except sqlite3.DatabaseError as exc:
+            raise CorruptConfig(f"index '{path}' is unreadable: {exc}",
+                                hint="run 'vst index rebuild'") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise CorruptConfig(f"index '{self.path}': {exc}",
+                                    hint="run 'vst index rebuild'") from None
+
+    def lookup(self, oid: Oid) -> Location | None:
+        rows = self._query("SELECT pack, offset, length FROM objects WHERE id = ?", (oid.raw,))
+        if not rows:
+            return None
+        pack, offset, length = rows[0]
+        return Location(Oid(pack), offset, length)
+
+    def has_many(self, oids: Iterable[Oid]) -> set[Oid]:
+        wanted = list(oids)
+        found: set[Oid] = set()
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start:start + _BATCH]
+            marks = ",".join("?" * len(batch))
+            rows = self._query(f"SELECT id FROM objects WHERE id IN ({marks})",
+                               [o.raw for o in batch])
+            found.update(Oid(row[0]) for row in rows)
+        return found
+
+    def has(self, oid: Oid) -> bool:
+        return bool(self._query("SELECT 1 FROM objects WHERE id = ?", (oid.raw,)))
+
+    def resolve_prefix(self, prefix_hex: str, limit: int = 2) -> list[Oid]:
+        """Ids starting with ``prefix_hex`` (at most ``limit``), for abbreviated ids."""
+        low = bytes.fromhex(prefix_hex.ljust(64, "0"))
+        high = bytes.fromhex(prefix_hex.ljust(64, "f"))
+        rows = self._query("SELECT id FROM objects WHERE id >= ? AND id <= ? LIMIT ?",
+                           (low, high, limit))
+        return [Oid(row[0]) for row in rows]
+
+    def add_pack(self, pack: Oid, size: int, entries: Sequence[PackEntry],
+                 volumes: Iterable[str]) -> None:
+        """Record a pack, its objects and the volumes holding it, in one transaction.
+
+        An object already indexed in another pack keeps its first location (both copies
+        are valid; the newer pack becomes garbage for gc when unreferenced)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)",
+                                 (pack.raw, size, len(entries)))
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?)",
+                    [(e.oid.raw, pack.raw, e.offset, e.length) for e in entries])
+                self._db.executemany("INSERT OR IGNORE INTO pack_copies VALUES (?, ?)",
+                                     [(pack.raw, volume) for volume in volumes])
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def pack_volumes(self, pack: Oid) -> list[str]:
+        rows = self._query("SELECT volume FROM pack_copies WHERE pack = ? ORDER BY volume",
+                           (pack.raw,))
+        return [row[0] for row in rows]
+
+    def packs(self) -> list[PackRow]:
+        rows = self._query(
+            "SELECT p.id, p.size, p.count, group_concat(c.volume) FROM packs p "
+            "LEFT JOIN pack_copies c ON c.pack = p.id GROUP BY p.id ORDER BY p.id")
+        return [PackRow(Oid(pack), size, count, tuple(sorted(vols.split(","))) if vols else ())
+                for pack, size, count, vols in rows]
+
+    def has_pack(self, pack: Oid) -> bool:
+        return bool(self._query("SELECT 1 FROM packs WHERE id = ?", (pack.raw,)))
+
+    def count(self) -> tuple[int, int, int]:
+        """(objects, packs, bytes in packs)."""
+        objects = self._query("SELECT count(*) FROM objects")[0][0]
+        packs, size = self._query("SELECT count(*), coalesce(sum(size), 0) FROM packs")[0]
+        return objects, packs, size
+
+    def all_objects(self) -> list[tuple[Oid, Location]]:
+        rows = self._query("SELECT id, pack, offset, length FROM objects ORDER BY pack, offset")
+        return [(Oid(i), Location(Oid(p), o, n)) for i, p, o, n in rows]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM objects")
+            self._db.execute("DELETE FROM packs")
+            self._db.execute("DELETE FROM pack_copies")
+            self._db.execute("COMMIT")

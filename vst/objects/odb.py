@@ -1,0 +1,259 @@
+"""The object database: objects in packs on the store's volumes, found through the index.
+
+Writes go through an ``ObjectWriter``: records are appended to an in-memory pack; a full
+pack is handed to a background thread that makes it durable on every target volume and
+only then records it in the index (packs first, index second; the caller moves refs last).
+Reads re-verify every object against its id and fall back to another volume's copy.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vst.errors import (
+    CorruptObject,
+    NotFound,
+    ObjectMissing,
+    UsageError,
+    VolumeError,
+    VstError,
+)
+from vst.objects.chunks import ChunkList
+from vst.objects.commit import Commit
+from vst.objects.ids import IdScheme
+from vst.objects.index import Location, ObjectIndex
+from vst.objects.oid import Oid, is_prefix
+from vst.objects.pack import PackIndex, PackWriter
+from vst.objects.seal import HEADER as RECORD_HEADER
+from vst.objects.seal import read_header, seal, unseal
+from vst.objects.tree import Tree
+from vst.objects.types import ObjectType
+from vst.remotes.volume import Volume
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRef:
+    """A volume as the store knows it: its name in the config, its id, its backend."""
+
+    name: str
+    volume_id: str
+    backend: Volume
+
+
+def pack_name(pack: Oid) -> str:
+    hex_id = pack.hex
+    return f"packs/{hex_id[:2]}/{hex_id}"
+
+
+class ObjectDatabase:
+    def __init__(self, volumes: list[VolumeRef], index: ObjectIndex, ids: IdScheme,
+                 pack_size: int = 16 * 1024 * 1024, compression_level: int = 3) -> None:
+        self.volumes = volumes
+        self.index = index
+        self.ids = ids
+        self.pack_size = pack_size
+        self.compression_level = compression_level
+        self._by_id = {v.volume_id: v for v in volumes}
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def has(self, oid: Oid) -> bool:
+        return self.index.has(oid)
+
+    def has_many(self, oids: Iterable[Oid]) -> set[Oid]:
+        return self.index.has_many(oids)
+
+    def locate(self, oid: Oid) -> Location:
+        location = self.index.lookup(oid)
+        if location is None:
+            raise ObjectMissing(f"object {oid} not found")
+        return location
+
+    def _copies(self, location: Location) -> list[VolumeRef]:
+        return [self._by_id[v] for v in self.index.pack_volumes(location.pack) if v in self._by_id]
+
+    def _read_record(self, oid: Oid, verify: bool) -> tuple[ObjectType, bytes]:
+        location = self.locate(oid)
+        failures: list[VstError] = []
+        for volume in self._copies(location):
+            where = f"pack {location.pack} on volume '{volume.name}'"
+            try:
+                record = volume.backend.load(pack_name(location.pack), location.offset,
+                                             location.length)
+                if len(record) != location.length:
+                    raise CorruptObject(f"object {oid} in {where}: record truncated")
+                if verify:
+                    return unseal(record, oid, self.ids, where)
+                header = read_header(record[:RECORD_HEADER.size], where)
+                if header.oid != oid:
+                    raise CorruptObject(f"object {oid} in {where}: record holds {header.oid}")
+                return header.kind, b""
+            except (CorruptObject, NotFound, VolumeError) as exc:
+                failures.append(exc)
+        if not failures:
+            raise ObjectMissing(f"object {oid}: pack {location.pack} is on no known volume")
+        if all(isinstance(f, NotFound) for f in failures):
+            raise ObjectMissing(f"object {oid}: pack {location.pack} missing from every volume",
+                                hint="run 'vst fsck --full'")
+        first = next(f for f in failures if not isinstance(f, NotFound))
+        raise type(first)(first.message + ("" if len(failures) == 1 else
+                                           f" (and {len(failures) - 1} other copies failed)"))
+
+    def get(self, oid: Oid) -> tuple[ObjectType, bytes]:
+        """The object's type and content, verified against ``oid``."""
+        return self._read_record(oid, verify=True)
+
+    def get_kind(self, oid: Oid) -> ObjectType:
+        """The object's type from its record header alone (no content read)."""
+        return self._read_record(oid, verify=False)[0]
+
+    def get_typed(self, oid: Oid, kind: ObjectType) -> bytes:
+        actual, content = self.get(oid)
+        if actual != kind:
+            raise CorruptObject(f"object {oid} is a {actual.label}, expected a {kind.label}")
+        return content
+
+    def read_tree(self, oid: Oid) -> Tree:
+        return Tree.decode(self.get_typed(oid, ObjectType.TREE), oid)
+
+    def read_commit(self, oid: Oid) -> Commit:
+        return Commit.decode(self.get_typed(oid, ObjectType.COMMIT), oid)
+
+    def read_chunk_list(self, oid: Oid) -> ChunkList:
+        return ChunkList.decode(self.get_typed(oid, ObjectType.CHUNKS), oid)
+
+    def resolve_prefix(self, prefix: str) -> Oid:
+        if not is_prefix(prefix):
+            raise UsageError(f"not an object id or prefix: '{prefix}'")
+        found = self.index.resolve_prefix(prefix)
+        if not found:
+            raise NotFound(f"no object with id starting '{prefix}'")
+        if len(found) > 1:
+            raise UsageError(f"short object id '{prefix}' is ambiguous",
+                             hint="use more hex digits")
+        return found[0]
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def writer(self) -> ObjectWriter:
+        return ObjectWriter(self)
+
+    def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
+        return volume.backend.load(pack_name(pack))
+
+    def store_pack(self, pack: Oid, data: bytes, index: PackIndex) -> None:
+        """Write a finished pack to every volume, then index it."""
+        written = []
+        for volume in self.volumes:
+            volume.backend.store(pack_name(pack), data, overwrite=False)
+            written.append(volume.volume_id)
+        self.index.add_pack(pack, len(data), index.entries, written)
+
+
+class ObjectWriter:
+    """Buffers new objects into packs. Use as a context manager; ``close`` makes everything
+    durable and indexed (or raises). Not thread-safe: one thread adds; packs are written on a
+    background thread while the next one fills."""
+
+    def __init__(self, odb: ObjectDatabase) -> None:
+        self.odb = odb
+        self._pack = PackWriter()
+        self._pending: set[Oid] = set()
+        self._queue: queue.Queue[tuple[Oid, bytes, PackIndex] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="vst-pack-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+        self.objects_written = 0
+        self.bytes_written = 0
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def contains(self, oid: Oid) -> bool:
+        return oid in self._pending or self.odb.index.has(oid)
+
+    def missing(self, oids: Iterable[Oid]) -> set[Oid]:
+        wanted = {o for o in oids if o not in self._pending}
+        return wanted - self.odb.index.has_many(wanted)
+
+    def put(self, kind: ObjectType, content: bytes | memoryview) -> Oid:
+        """Store one object (hashing and sealing on this thread); returns its id."""
+        oid = self.odb.ids.compute(kind, content)
+        if not self.contains(oid):
+            self.add_record(oid, seal(oid, kind, content, self.odb.compression_level))
+        return oid
+
+    def add_record(self, oid: Oid, record: bytes) -> None:
+        """Append an already sealed record (sealed by a worker thread, for instance)."""
+        self._raise_if_failed()
+        if oid in self._pending:
+            return
+        self._pending.add(oid)
+        self._pack.add(oid, record)
+        self.objects_written += 1
+        self.bytes_written += len(record)
+        if self._pack.size >= self.odb.pack_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if len(self._pack):
+            finished = self._pack.finish()
+            self._pack = PackWriter()
+            self._put_queue(finished)
+
+    def _put_queue(self, item: tuple[Oid, bytes, PackIndex] | None) -> None:
+        while True:
+            self._raise_if_failed()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._stop()
+        self._raise_if_failed()
+
+    def abort(self) -> None:
+        """Stop without flushing what is buffered; packs already handed over still finish."""
+        if not self._closed:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._closed = True
+        # The drain thread consumes every item even after a failure, so this put waits for
+        # at most one pack write.
+        self._queue.put(None)
+        self._thread.join()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self.odb.store_pack(*item)
+            except BaseException as exc:  # re-raised on the adding thread
+                self._error = exc
+

@@ -1,0 +1,152 @@
+"""Packs: immutable files of sealed records followed by an index that needs no key.
+
+Layout (integers big-endian):
+
+    header   8 bytes   b"VSTPACK" + u8 version (1)
+    records            sealed records (see seal.py), back to back
+    index              count entries sorted by id, ids unique:
+                           32 id | u64 offset | u32 length        (44 bytes)
+    footer  56 bytes   u64 index offset | u32 count | u32 reserved (0)
+                       | 32 BLAKE3 of the index bytes | b"VSTPEND" + u8 version (1)
+
+A pack is named by the BLAKE3 of all of its bytes, so anyone holding the pack can check it
+without a key (invariant 3). The index hash in the footer lets a reader that fetched only
+the tail (two range reads) trust the index before the whole pack is verified.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import blake3
+
+from vst.errors import CorruptPack, UnsupportedFormat
+from vst.objects.oid import Oid
+from vst.objects.seal import HEADER as RECORD_HEADER
+
+VERSION = 1
+MAGIC = b"VSTPACK" + bytes([VERSION])
+END_MAGIC = b"VSTPEND" + bytes([VERSION])
+_ENTRY = struct.Struct(">32sQI")
+_FOOTER = struct.Struct(">QII32s8s")
+FOOTER_SIZE = _FOOTER.size
+MIN_PACK_SIZE = len(MAGIC) + FOOTER_SIZE
+
+
+def pack_id(data: bytes | memoryview) -> Oid:
+    return Oid(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class PackEntry:
+    oid: Oid
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackIndex:
+    entries: tuple[PackEntry, ...]
+    index_offset: int
+
+    def __iter__(self) -> Iterator[PackEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class PackWriter:
+    """Accumulates records in memory; ``finish`` returns the pack's name, bytes and index."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(MAGIC)
+        self._entries: dict[Oid, PackEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size(self) -> int:
+        return len(self._buffer)
+
+    def __contains__(self, oid: Oid) -> bool:
+        return oid in self._entries
+
+    def add(self, oid: Oid, record: bytes | memoryview) -> None:
+        if oid in self._entries:
+            return
+        self._entries[oid] = PackEntry(oid, len(self._buffer), len(record))
+        self._buffer += record
+
+    def record(self, oid: Oid) -> memoryview | None:
+        """A record added but not yet written, so objects can be read back before flush."""
+        entry = self._entries.get(oid)
+        if entry is None:
+            return None
+        return memoryview(self._buffer)[entry.offset:entry.offset + entry.length]
+
+    def finish(self) -> tuple[Oid, bytes, PackIndex]:
+        entries = tuple(sorted(self._entries.values(), key=lambda e: e.oid.raw))
+        index_offset = len(self._buffer)
+        index = b"".join(_ENTRY.pack(e.oid.raw, e.offset, e.length) for e in entries)
+        footer = _FOOTER.pack(index_offset, len(entries), 0,
+                              blake3.blake3(index).digest(), END_MAGIC)
+        data = bytes(self._buffer + index + footer)
+        return pack_id(data), data, PackIndex(entries, index_offset)
+
+
+def read_index(load: Callable[[int, int], bytes], pack_size: int, name: str) -> PackIndex:
+    """Read a pack's index through ``load(offset, size)`` with two reads from its tail.
+
+    Everything is bounds-checked: a hostile footer cannot make us read outside the pack or
+    allocate more than the pack's size.
+    """
+    if pack_size < MIN_PACK_SIZE:
+        raise CorruptPack(f"pack {name}: too small ({pack_size} bytes)")
+    footer = load(pack_size - FOOTER_SIZE, FOOTER_SIZE)
+    if len(footer) != FOOTER_SIZE:
+        raise CorruptPack(f"pack {name}: short read of the footer")
+    index_offset, count, reserved, index_hash, end_magic = _FOOTER.unpack(footer)
+    if end_magic[:7] != END_MAGIC[:7]:
+        raise CorruptPack(f"pack {name}: not a vst pack (bad footer magic)")
+    if end_magic != END_MAGIC:
+        raise UnsupportedFormat(f"pack {name}: unsupported pack version {end_magic[7]}")
+    index_size = count * _ENTRY.size
+    if reserved != 0 or index_offset < len(MAGIC) \
+            or index_offset + index_size + FOOTER_SIZE != pack_size:
+        raise CorruptPack(f"pack {name}: footer does not fit the pack")
+    index = load(index_offset, index_size) if index_size else b""
+    if len(index) != index_size or blake3.blake3(index).digest() != index_hash:
+        raise CorruptPack(f"pack {name}: index checksum mismatch")
+    return PackIndex(_parse_entries(index, index_offset, name), index_offset)
+
+
+def _parse_entries(index: bytes, index_offset: int, name: str) -> tuple[PackEntry, ...]:
+    entries = [PackEntry(Oid(raw), offset, length)
+               for raw, offset, length in _ENTRY.iter_unpack(index)]
+    for before, after in itertools.pairwise(entries):
+        if before.oid.raw >= after.oid.raw:
+            raise CorruptPack(f"pack {name}: index not sorted or not unique")
+    end = len(MAGIC)
+    for entry in sorted(entries, key=lambda e: e.offset):
+        if entry.offset < end or entry.length < RECORD_HEADER.size \
+                or entry.offset + entry.length > index_offset:
+            raise CorruptPack(f"pack {name}: index entry for {entry.oid} out of bounds")
+        end = entry.offset + entry.length
+    return tuple(entries)
+
+
+def parse_pack(data: bytes, name: str) -> PackIndex:
+    """Check a whole pack in memory: header, footer, index (not the records' contents)."""
+    if len(data) < MIN_PACK_SIZE:
+        raise CorruptPack(f"pack {name}: too small ({len(data)} bytes)")
+    if data[:7] != MAGIC[:7]:
+        raise CorruptPack(f"pack {name}: not a vst pack (bad magic)")
+    if data[:8] != MAGIC:
+        raise UnsupportedFormat(f"pack {name}: unsupported pack version {data[7]}")
+    view = memoryview(data)
+    return read_index(lambda offset, size: bytes(view[offset:offset + size]), len(data), name)

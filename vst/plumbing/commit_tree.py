@@ -1,0 +1,30 @@
+"""``vst commit-tree``: make a commit object from a tree, parents and a message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vst.errors import UsageError
+from vst.objects.commit import Commit, Signature
+from vst.objects.oid import Oid
+from vst.objects.types import ObjectType
+from vst.store import Store
+
+
+def commit_tree(store: Store, tree: Oid, parents: Sequence[Oid], message: bytes, *,
+                author: Signature, committer: Signature) -> Oid:
+    odb = store.odb
+    if odb.get_kind(tree) != ObjectType.TREE:
+        raise UsageError(f"{tree} is not a tree")
+    seen = set()
+    for parent in parents:
+        if odb.get_kind(parent) != ObjectType.COMMIT:
+            raise UsageError(f"{parent} is not a commit")
+        if parent in seen:
+            raise UsageError(f"duplicate parent {parent}")
+        seen.add(parent)
+    if message and not message.endswith(b"\n"):
+        message += b"\n"
+    commit = Commit(tree, tuple(parents), author, committer, message)
+    with odb.writer() as writer:
+        return writer.put(ObjectType.COMMIT, commit.encode())

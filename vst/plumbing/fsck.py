@@ -1,0 +1,107 @@
+"""``vst fsck``: is everything every collection reaches present and intact?
+
+Connectivity (default): from every head and reflog entry, read every commit, tree and chunk
+list (each read is verified) and check that every blob is indexed. ``full`` also reads
+every pack on every volume: its bytes against its name, and every record against its id.
+Problems are reported git-style, one per line; the function never stops at the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vst.errors import ObjectMissing, VstError
+from vst.objects.chunks import ChunkList
+from vst.objects.commit import Commit
+from vst.objects.oid import Oid
+from vst.objects.tree import Tree
+from vst.objects.types import ObjectType
+from vst.plumbing.verify_pack import verify_pack_bytes
+from vst.store import Store
+
+
+@dataclass(slots=True)
+class FsckResult:
+    problems: list[str] = field(default_factory=list)
+    objects_checked: int = 0
+    packs_checked: int = 0
+
+
+def fsck(store: Store, *, full: bool = False,
+         on_progress: Callable[[int], None] | None = None) -> FsckResult:
+    result = FsckResult()
+    roots: dict[Oid, str] = {}
+    for name in store.collection_names():
+        try:
+            head = store.read_ref(name)
+            log = store.reflog(name)
+        except VstError as exc:
+            result.problems.append(f"bad ref {name}: {exc}")
+            continue
+        if head is not None:
+            roots[head] = name
+        for entry in log:
+            roots.setdefault(entry.new, f"{name} (reflog)")
+    _connectivity(store, roots, result, on_progress)
+    if full:
+        _packs(store, result)
+    return result
+
+
+def _connectivity(store: Store, roots: dict[Oid, str], result: FsckResult,
+                  on_progress: Callable[[int], None] | None) -> None:
+    odb = store.odb
+    seen: set[Oid] = set()
+    stack: list[tuple[Oid, ObjectType, str]] = [
+        (oid, ObjectType.COMMIT, f"ref {name}") for oid, name in roots.items()]
+    while stack:
+        oid, kind, referrer = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        result.objects_checked += 1
+        if on_progress:
+            on_progress(result.objects_checked)
+        if kind == ObjectType.BLOB:
+            if not odb.has(oid):
+                result.problems.append(f"missing blob {oid} (from {referrer})")
+            continue
+        try:
+            content = odb.get_typed(oid, kind)
+        except ObjectMissing:
+            result.problems.append(f"missing {kind.label} {oid} (from {referrer})")
+            continue
+        except VstError as exc:
+            result.problems.append(f"bad {kind.label} {oid}: {exc}")
+            continue
+        here = f"{kind.label} {oid.short()}"
+        try:
+            if kind == ObjectType.COMMIT:
+                commit = Commit.decode(content, oid)
+                stack.append((commit.tree, ObjectType.TREE, here))
+                stack.extend((p, ObjectType.COMMIT, here) for p in commit.parents)
+            elif kind == ObjectType.TREE:
+                stack.extend((e.oid, e.kind, here) for e in Tree.decode(content, oid).entries)
+            elif kind == ObjectType.CHUNKS:
+                stack.extend((c.oid, ObjectType.BLOB, here)
+                             for c in ChunkList.decode(content, oid).chunks)
+        except VstError as exc:
+            result.problems.append(f"bad {kind.label} {oid}: {exc}")
+
+
+def _packs(store: Store, result: FsckResult) -> None:
+    odb = store.odb
+    for row in odb.index.packs():
+        for volume in store.volumes():
+            if volume.volume_id not in row.volumes:
+                continue
+            where = f"pack {row.pack} on volume '{volume.name}'"
+            result.packs_checked += 1
+            try:
+                data = odb.load_pack(volume, row.pack)
+            except VstError as exc:
+                result.problems.append(f"missing {where}: {exc}")
+                continue
+            report = verify_pack_bytes(data, row.pack, odb.ids, where)
+            result.problems.extend(report.problems)

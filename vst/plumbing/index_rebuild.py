@@ -1,0 +1,62 @@
+"""``vst index rebuild``: recreate the object index from the packs on the volumes.
+
+The new index is built beside the old one and renamed over it, so a reader never sees a
+half-built index and an interrupted rebuild leaves the old one in place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from vst.errors import VstError
+from vst.objects.index import ObjectIndex
+from vst.objects.oid import Oid, is_full_hex
+from vst.objects.pack import read_index
+from vst.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildResult:
+    packs: int
+    objects: int
+    skipped: int
+
+
+def index_rebuild(store: Store, *, warn: Callable[[str], None] = lambda _: None) -> RebuildResult:
+    final = os.path.join(store.path, "index.sqlite")
+    temp = final + ".rebuild"
+    for leftover in (temp, temp + "-wal", temp + "-shm"):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+    index = ObjectIndex(temp)
+    skipped = 0
+    try:
+        for volume in store.volumes():
+            for name in volume.backend.list("packs/"):
+                hex_id = name.rsplit("/", 1)[-1]
+                if not is_full_hex(hex_id) or name != f"packs/{hex_id[:2]}/{hex_id}":
+                    warn(f"ignoring unexpected file '{name}' on volume '{volume.name}'")
+                    skipped += 1
+                    continue
+                pack = Oid.from_hex(hex_id)
+                try:
+                    size = volume.backend.size(name)
+                    entries = read_index(partial(volume.backend.load, name), size,
+                                         f"{pack} on volume '{volume.name}'")
+                except VstError as exc:
+                    warn(f"skipping pack: {exc}")
+                    skipped += 1
+                    continue
+                index.add_pack(pack, size, entries.entries, [volume.volume_id])
+        objects, packs, _ = index.count()
+    finally:
+        index.close()
+    store.close()
+    for stale in (final + "-wal", final + "-shm"):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    os.replace(temp, final)
+    return RebuildResult(packs, objects, skipped)

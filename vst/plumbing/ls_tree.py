@@ -1,0 +1,99 @@
+"""``vst ls-tree``: list a tree, and the record format that ``vst mktree`` reads back.
+
+Record (one per entry; stable, see docs/cli/vst-ls-tree.md):
+
+    <mode> SP <type> SP <id> SP <size> SP <mtime_ns> [SP <key>=<hex value>]... TAB <path>
+
+``mode`` is six octal digits (100644, 100755, 040755, 120777...), ``type`` the object type
+(blob, chunks, tree). The record holds every field of an entry, so
+``vst ls-tree T | vst mktree`` prints T again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from vst.objects.oid import Oid, is_full_hex
+from vst.objects.tree import TreeEntry
+from vst.objects.types import ObjectType
+from vst.plumbing.quoting import quote, unquote
+from vst.plumbing.rev_parse import peel_to_tree, rev_parse
+from vst.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    path: bytes
+    entry: TreeEntry
+
+
+def ls_tree(store: Store, treeish: str, *, recursive: bool = False, show_trees: bool = False,
+            paths: Sequence[bytes] = ()) -> Iterator[Listed]:
+    """Entries of the tree ``treeish`` names, in tree order.
+
+    With ``paths``, only entries equal to one of them or inside one of them (a path naming
+    a directory lists its contents, as in git). Recursion shows subtrees themselves only
+    with ``show_trees``.
+    """
+    root = peel_to_tree(store, rev_parse(store, treeish))
+    wanted = [p.strip(b"/") for p in paths]
+    yield from _walk(store, root, b"", recursive, show_trees, wanted)
+
+
+def _walk(store: Store, tree: Oid, prefix: bytes, recursive: bool, show_trees: bool,
+          wanted: list[bytes]) -> Iterator[Listed]:
+    for entry in store.odb.read_tree(tree).entries:
+        path = prefix + entry.name
+        matched = not wanted or any(path == w or path.startswith(w + b"/") for w in wanted)
+        on_the_way = any(w.startswith(path + b"/") for w in wanted)
+        if entry.is_dir and (on_the_way or (matched and recursive)):
+            if show_trees:
+                yield Listed(path, entry)
+            yield from _walk(store, entry.oid, path + b"/", recursive, show_trees, wanted)
+        elif matched:
+            yield Listed(path, entry)
+
+
+def format_record(listed: Listed, *, long: bool = False, nul: bool = False) -> bytes:
+    entry = listed.entry
+    size = f"{entry.size:>7}" if long else str(entry.size)
+    fields = [f"{entry.mode:06o}", entry.kind.label, entry.oid.hex, size, str(entry.mtime_ns)]
+    fields += [f"{key}={value.hex()}" for key, value in entry.attrs]
+    head = " ".join(fields).encode()
+    if nul:
+        return head + b"\t" + listed.path + b"\0"
+    return head + b"\t" + quote(listed.path).encode() + b"\n"
+
+
+def parse_record(record: bytes, *, nul: bool = False) -> tuple[bytes, TreeEntry]:
+    """Parse one ls-tree record (without its terminator) into (path, entry).
+
+    Raises ValueError with the reason; the caller adds the line number.
+    """
+    head, tab, raw_path = record.partition(b"\t")
+    if not tab:
+        raise ValueError("missing TAB before the path")
+    fields = head.decode("ascii", "replace").split()
+    if len(fields) < 5:
+        raise ValueError("expected '<mode> <type> <id> <size> <mtime_ns>'")
+    mode_text, kind_text, id_text, size_text, mtime_text, *attr_fields = fields
+    try:
+        mode = int(mode_text, 8)
+        kind = ObjectType.from_label(kind_text)
+        size = int(size_text)
+        mtime_ns = int(mtime_text)
+    except ValueError as exc:
+        raise ValueError(str(exc) if "object type" in str(exc) else
+                         "malformed mode, size or mtime") from None
+    if not is_full_hex(id_text):
+        raise ValueError(f"malformed object id '{id_text}'")
+    attrs = []
+    for field in attr_fields:
+        key, eq, value = field.partition("=")
+        if not eq:
+            raise ValueError(f"malformed attribute '{field}'")
+        attrs.append((key, bytes.fromhex(value)))
+    path = raw_path if nul else unquote(raw_path.decode("utf-8", "surrogateescape"))
+    entry = TreeEntry(path, mode, kind, Oid.from_hex(id_text), size, mtime_ns, tuple(attrs))
+    return path, entry

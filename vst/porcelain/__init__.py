@@ -1,0 +1,1 @@
+"""Porcelain: one module per user verb, composed from plumbing functions."""

@@ -1,0 +1,2 @@
+"""Volume backends and store transports. They move opaque named bytes and know nothing of
+objects."""

@@ -1,0 +1,75 @@
+"""The volume interface: a flat namespace of immutable, atomically written files.
+
+Names are relative, '/'-separated, made of ``[A-Za-z0-9._-]`` segments (never '.' or
+'..'). Every backend (local directory, S3, a wrapper adding retries or faults) implements
+exactly these methods, and the contract suite in tests/ runs against each.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from vst.errors import UsageError
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
+
+
+def check_name(name: str) -> str:
+    parts = name.split("/")
+    if not all(_SEGMENT.match(part) for part in parts):
+        raise UsageError(f"invalid volume object name '{name}'")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInfo:
+    url: str
+    kind: str
+    free_bytes: int | None
+
+
+class Volume(abc.ABC):
+    url: str
+
+    @abc.abstractmethod
+    def load(self, name: str, offset: int = 0, size: int | None = None) -> bytes:
+        """Return ``size`` bytes of ``name`` from ``offset`` (all of it when None).
+
+        Raises NotFound when the name does not exist. May return fewer bytes only when the
+        object is shorter than asked; callers check lengths.
+        """
+
+    @abc.abstractmethod
+    def store(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> bool:
+        """Make ``data`` durable under ``name``. Never is a partial object visible under
+        ``name``, even after a crash. With ``overwrite=False`` an existing object is kept
+        and False returned. Returns True when written."""
+
+    @abc.abstractmethod
+    def size(self, name: str) -> int:
+        """The size in bytes of ``name``; NotFound when missing."""
+
+    def exists(self, name: str) -> bool:
+        from vst.errors import NotFound
+
+        try:
+            self.size(name)
+        except NotFound:
+            return False
+        return True
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Durably remove ``name``; a missing name is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Names that start with ``prefix`` (a directory-like prefix ending in '/', or ''),
+        in no particular order; temporary files of unfinished writes are never listed."""
+
+    @abc.abstractmethod
+    def info(self) -> VolumeInfo:
+        """What the volume is and how much room it has left (None when unknown)."""

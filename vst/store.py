@@ -1,0 +1,404 @@
+"""A store: its config, collections, refs (moved by compare-and-swap), reflogs, volumes and
+object database.
+
+Layout of a store directory (see docs/format.md):
+
+    config.toml              store id, format, chunking and pack parameters, volumes
+    collections/NAME.toml    one file per collection (exists before its first commit)
+    refs/NAME                the collection's head: hex commit id + LF
+    logs/NAME                reflog: "<old> <new> <committer> <time> <tz>\\t<message>\\n"
+    locks/NAME.lock          flock()ed while a ref moves
+    keys/  hooks/            key envelopes, hooks
+    index.sqlite             object index (a cache)
+    volumes/default/         the embedded local volume of a new store
+
+Every volume mirrors config.toml, collections/, refs/, logs/ and keys/ under ``meta/``, so a
+store can be rebuilt from any one volume (invariant 5).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import tomli_w
+
+from vst.errors import (
+    AlreadyExists,
+    CorruptConfig,
+    CorruptRef,
+    Locked,
+    NotAStore,
+    NotFound,
+    RefConflict,
+    UnsupportedFormat,
+    UsageError,
+    VstError,
+    WrongVolume,
+)
+from vst.fsio import DEFAULT_FS, FileSystem, read_file
+from vst.objects.chunking import ChunkParams
+from vst.objects.commit import Signature
+from vst.objects.ids import PLAIN_IDS
+from vst.objects.oid import ZERO_OID, Oid, is_full_hex
+from vst.remotes.local import LocalVolume
+from vst.remotes.volume import Volume
+
+STORE_FORMAT = 1
+VOLUME_FORMAT = 1
+DESCRIPTOR = "volume.toml"
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+DEFAULT_COMPRESSION = 3
+LOCK_TIMEOUT = 10.0
+_COLLECTION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\Z")
+
+Warn = Callable[[str], None]
+
+
+def _ignore(_message: str) -> None:
+    pass
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_RE.match(name) or name.endswith(".lock") or name.endswith(".toml") \
+            or ".." in name or name == "HEAD":
+        raise UsageError(f"invalid collection name '{name}'",
+                         hint="use letters, digits, '.', '_' and '-', starting with a letter, "
+                              "digit or '_'")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class ReflogEntry:
+    old: Oid
+    new: Oid
+    committer: Signature
+    message: str
+
+    def encode(self) -> bytes:
+        message = self.message.replace("\n", " ")
+        return f"{self.old} {self.new} ".encode() + self.committer.encode() + \
+            b"\t" + message.encode() + b"\n"
+
+    @classmethod
+    def decode(cls, line: bytes) -> ReflogEntry:
+        head, _, message = line.partition(b"\t")
+        old, new, who = head.split(b" ", 2)
+        return cls(Oid.from_hex(old.decode()), Oid.from_hex(new.decode()),
+                   Signature.decode(who), message.decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    name: str
+    head: Oid | None
+
+
+def _parse_toml(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CorruptConfig(f"cannot parse '{name}': {exc}") from None
+
+
+def _get(table: dict[str, Any], section: str, key: str, kind: type, default: Any, name: str) -> Any:
+    value = table.get(section, {}).get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise CorruptConfig(f"'{name}': {section}.{key} must be a {kind.__name__}")
+    return value
+
+
+class Store:
+    """An open store. Create with ``Store.init`` or ``Store.open``."""
+
+    def __init__(self, path: str, config: dict[str, Any], *, fs: FileSystem = DEFAULT_FS,
+                 warn: Warn = _ignore) -> None:
+        self.path = path
+        self.config = config
+        self.fs = fs
+        self.warn = warn
+        name = self._file("config.toml")
+        store = config.get("store")
+        if not isinstance(store, dict):
+            raise CorruptConfig(f"'{name}': no [store] table")
+        store_format = _get(config, "store", "format", int, 0, name)
+        if store_format != STORE_FORMAT:
+            raise UnsupportedFormat(f"store '{path}' has format {store_format}; this vst "
+                                    f"reads format {STORE_FORMAT}")
+        self.store_id = _get(config, "store", "id", str, "", name)
+        defaults = ChunkParams()
+        self.chunk_params = ChunkParams(
+            _get(config, "chunking", "min", int, defaults.min, name),
+            _get(config, "chunking", "avg", int, defaults.avg, name),
+            _get(config, "chunking", "max", int, defaults.max, name))
+        problem = self.chunk_params.problem()
+        if problem:
+            raise CorruptConfig(f"'{name}': {problem}")
+        self.pack_size = _get(config, "pack", "target_size", int, DEFAULT_PACK_SIZE, name)
+        self.compression_level = _get(config, "pack", "compression_level", int,
+                                      DEFAULT_COMPRESSION, name)
+        if not 1024 <= self.pack_size <= 1024**3 or not 0 <= self.compression_level <= 22:
+            raise CorruptConfig(f"'{name}': pack.target_size or pack.compression_level "
+                                "out of range")
+        self._volume_specs = self._read_volume_specs(name)
+        self._volumes: list[Any] | None = None
+        self._odb: Any = None
+
+    # -- creating and opening ---------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str, *, fs: FileSystem = DEFAULT_FS, warn: Warn = _ignore,
+             chunk_params: ChunkParams | None = None, pack_size: int = DEFAULT_PACK_SIZE,
+             compression_level: int = DEFAULT_COMPRESSION) -> Store:
+        path = os.path.abspath(path)
+        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+            raise AlreadyExists(f"'{path}' already exists and is not an empty directory")
+        params = chunk_params or ChunkParams()
+        problem = params.problem()
+        if problem:
+            raise UsageError(problem)
+        store_id = uuid.uuid4().hex
+        config = {
+            "store": {"format": STORE_FORMAT, "id": store_id},
+            "chunking": {"min": params.min, "avg": params.avg, "max": params.max},
+            "pack": {"target_size": pack_size, "compression_level": compression_level},
+            "volumes": {"default": {"url": "volumes/default", "id": uuid.uuid4().hex}},
+        }
+        for sub in ("collections", "refs", "logs", "locks", "keys", "hooks",
+                    "volumes/default"):
+            fs.makedirs(os.path.join(path, sub))
+        store = cls(path, config, fs=fs, warn=warn)
+        for spec in store._volume_specs:
+            store._write_descriptor(LocalVolume(spec.url, fs), spec.volume_id)
+        # config.toml last: a directory without it is not (yet) a store.
+        store._write_config()
+        return store
+
+    @classmethod
+    def open(cls, path: str, *, fs: FileSystem = DEFAULT_FS, warn: Warn = _ignore) -> Store:
+        path = os.path.abspath(path)
+        config_path = os.path.join(path, "config.toml")
+        if not os.path.isfile(config_path):
+            raise NotAStore(f"not a vst store: '{path}'",
+                            hint="create one with 'vst store init PATH'")
+        return cls(path, _parse_toml(read_file(config_path), config_path), fs=fs, warn=warn)
+
+    def _file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def _write_config(self) -> None:
+        data = tomli_w.dumps(self.config).encode()
+        self.fs.write_file(self._file("config.toml"), data)
+        self._mirror("config.toml", data)
+
+    # -- volumes ------------------------------------------------------------------------------
+
+    @dataclass(frozen=True, slots=True)
+    class _VolumeSpec:
+        name: str
+        url: str
+        volume_id: str
+
+    def _read_volume_specs(self, name: str) -> list[Store._VolumeSpec]:
+        volumes = self.config.get("volumes", {})
+        if not isinstance(volumes, dict) or not volumes:
+            raise CorruptConfig(f"'{name}': no volumes configured")
+        specs = []
+        for vol_name, table in sorted(volumes.items()):
+            if not isinstance(table, dict) or not isinstance(table.get("url"), str) \
+                    or not isinstance(table.get("id"), str):
+                raise CorruptConfig(f"'{name}': volume '{vol_name}' needs a url and an id")
+            url = table["url"]
+            if "://" not in url:
+                url = os.path.join(self.path, url)
+            specs.append(Store._VolumeSpec(vol_name, url, table["id"]))
+        return specs
+
+    def _write_descriptor(self, backend: Volume, volume_id: str) -> None:
+        descriptor = {"volume": {"format": VOLUME_FORMAT, "id": volume_id,
+                                 "store": self.store_id}}
+        backend.store(DESCRIPTOR, tomli_w.dumps(descriptor).encode())
+
+    def _check_descriptor(self, backend: Volume, name: str, volume_id: str) -> None:
+        try:
+            raw = backend.load(DESCRIPTOR)
+        except NotFound:
+            raise WrongVolume(f"volume '{name}' at '{backend.url}' is not a vst volume "
+                              f"(no {DESCRIPTOR})") from None
+        table = _parse_toml(raw, f"{backend.url}/{DESCRIPTOR}").get("volume", {})
+        if table.get("store") != self.store_id or table.get("id") != volume_id:
+            raise WrongVolume(f"volume '{name}' at '{backend.url}' belongs to another store "
+                              f"or is another volume", hint="check the disk or the URL")
+
+    def volumes(self) -> list[Any]:
+        """The store's volumes (``VolumeRef``), each checked against its descriptor."""
+        if self._volumes is None:
+            from vst.objects.odb import VolumeRef
+
+            refs = []
+            for spec in self._volume_specs:
+                backend = LocalVolume(spec.url, self.fs)
+                self._check_descriptor(backend, spec.name, spec.volume_id)
+                refs.append(VolumeRef(spec.name, spec.volume_id, backend))
+            self._volumes = refs
+        return self._volumes
+
+    def _mirror(self, name: str, data: bytes) -> None:
+        """Copy a metadata file to every volume's meta/. A volume that cannot take it is
+        reported, not fatal: the local write already succeeded and scrub re-mirrors."""
+        for spec in self._volume_specs:
+            try:
+                LocalVolume(spec.url, self.fs).store(f"meta/{name}", data)
+            except VstError as exc:
+                self.warn(f"cannot mirror {name} to volume '{spec.name}': {exc}")
+
+    # -- object database ----------------------------------------------------------------------
+
+    @property
+    def odb(self) -> Any:
+        if self._odb is None:
+            from vst.objects.index import ObjectIndex
+            from vst.objects.odb import ObjectDatabase
+
+            self._odb = ObjectDatabase(self.volumes(), ObjectIndex(self._file("index.sqlite")),
+                                       PLAIN_IDS, self.pack_size, self.compression_level)
+        return self._odb
+
+    def close(self) -> None:
+        if self._odb is not None:
+            self._odb.index.close()
+            self._odb = None
+
+    # -- collections --------------------------------------------------------------------------
+
+    def create_collection(self, name: str) -> None:
+        check_collection_name(name)
+        path = self._file("collections", f"{name}.toml")
+        data = tomli_w.dumps({"collection": {"name": name,
+                                             "created": int(time.time())}}).encode()
+        with self._ref_lock(name):
+            if os.path.exists(path):
+                raise AlreadyExists(f"collection '{name}' already exists")
+            self.fs.write_file(path, data, overwrite=False)
+        self._mirror(f"collections/{name}.toml", data)
+
+    def has_collection(self, name: str) -> bool:
+        return bool(_COLLECTION_RE.match(name)) and \
+            os.path.isfile(self._file("collections", f"{name}.toml"))
+
+    def collection_names(self) -> list[str]:
+        try:
+            names = os.listdir(self._file("collections"))
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".toml") and not n.startswith("."))
+
+    def collections(self) -> Iterator[Collection]:
+        for name in self.collection_names():
+            yield Collection(name, self.read_ref(name))
+
+    def _require_collection(self, name: str) -> None:
+        if not self.has_collection(name):
+            raise NotFound(f"no collection named '{name}'",
+                           hint="see 'vst collection list'")
+
+    # -- refs ---------------------------------------------------------------------------------
+
+    def read_ref(self, name: str) -> Oid | None:
+        """The collection's head, or None before its first commit."""
+        self._require_collection(name)
+        path = self._file("refs", name)
+        try:
+            raw = read_file(path)
+        except NotFound:
+            return None
+        text = raw.decode("ascii", "replace")
+        if not text.endswith("\n") or not is_full_hex(text[:-1]):
+            raise CorruptRef(f"ref '{name}' is corrupt ({path})")
+        return Oid.from_hex(text[:-1])
+
+    @contextmanager
+    def _ref_lock(self, name: str) -> Iterator[None]:
+        """An exclusive flock() on the collection's lock file. flock locks vanish with their
+        process, so a crash never leaves a stale lock behind."""
+        lock_dir = self._file("locks")
+        if not os.path.isdir(lock_dir):
+            self.fs.makedirs(lock_dir)
+        fd = os.open(os.path.join(lock_dir, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) \
+                            or time.monotonic() > deadline:
+                        raise Locked(f"collection '{name}' is locked by another process") \
+                            from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)
+
+    def update_ref(self, name: str, new: Oid, expected: Oid | None, *, committer: Signature,
+                   message: str, check_old: bool = True) -> Oid | None:
+        """Move ``name`` to ``new`` if it still points at ``expected`` (None: no commit yet).
+
+        With ``check_old=False`` the move is unconditional (still serialised by the lock).
+        ``new`` must be a commit in the store. Returns the previous head.
+        """
+        self._require_collection(name)
+        self._check_is_commit(new)
+        with self._ref_lock(name):
+            current = self.read_ref(name)
+            if check_old and current != expected:
+                raise RefConflict(
+                    f"cannot update '{name}': expected {expected or 'no commit'}, "
+                    f"found {current or 'no commit'}",
+                    hint="someone else committed first; pull their commit and retry")
+            if current == new:
+                return current
+            data = f"{new}\n".encode()
+            self.fs.write_file(self._file("refs", name), data)
+            entry = ReflogEntry(current or ZERO_OID, new, committer, message).encode()
+            self.fs.append(self._file("logs", name), entry)
+        self._mirror(f"refs/{name}", data)
+        self._mirror(f"logs/{name}", read_file(self._file("logs", name)))
+        return current
+
+    def _check_is_commit(self, oid: Oid) -> None:
+        from vst.objects.types import ObjectType
+
+        if self.odb.get_kind(oid) != ObjectType.COMMIT:
+            raise UsageError(f"{oid} is not a commit")
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        """Oldest first. A torn last line (a crash mid-append) is skipped."""
+        self._require_collection(name)
+        path = self._file("logs", name)
+        try:
+            raw = read_file(path)
+        except NotFound:
+            return []
+        entries = []
+        lines = raw.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]
+        for number, line in enumerate(complete, 1):
+            try:
+                entries.append(ReflogEntry.decode(line))
+            except (ValueError, VstError):
+                raise CorruptRef(f"reflog of '{name}' is corrupt at line {number} "
+                                 f"({path})") from None
+        if torn:
+            self.warn(f"reflog of '{name}' ends with an incomplete line; ignored")
+        return entries
