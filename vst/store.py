@@ -24,13 +24,10 @@ import os
 import re
 import time
 import tomllib
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-
-import tomli_w
 
 from vst.errors import (
     AlreadyExists,
@@ -103,6 +100,18 @@ class Collection:
     head: Oid | None
 
 
+def _dumps(table: dict[str, Any]) -> str:
+    import tomli_w  # only writers need it: keeps read-only commands quick to start
+
+    return tomli_w.dumps(table)
+
+
+def _new_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
 def _parse_toml(data: bytes, name: str) -> dict[str, Any]:
     try:
         return tomllib.loads(data.decode("utf-8"))
@@ -166,12 +175,12 @@ class Store:
         problem = params.problem()
         if problem:
             raise UsageError(problem)
-        store_id = uuid.uuid4().hex
+        store_id = _new_id()
         config = {
             "store": {"format": STORE_FORMAT, "id": store_id},
             "chunking": {"min": params.min, "avg": params.avg, "max": params.max},
             "pack": {"target_size": pack_size, "compression_level": compression_level},
-            "volumes": {"default": {"url": "volumes/default", "id": uuid.uuid4().hex}},
+            "volumes": {"default": {"url": "volumes/default", "id": _new_id()}},
         }
         for sub in ("collections", "refs", "logs", "locks", "keys", "hooks",
                     "volumes/default"):
@@ -196,7 +205,7 @@ class Store:
         return os.path.join(self.path, *parts)
 
     def _write_config(self) -> None:
-        data = tomli_w.dumps(self.config).encode()
+        data = _dumps(self.config).encode()
         self.fs.write_file(self._file("config.toml"), data)
         self._mirror("config.toml", data)
 
@@ -226,7 +235,7 @@ class Store:
     def _write_descriptor(self, backend: Volume, volume_id: str) -> None:
         descriptor = {"volume": {"format": VOLUME_FORMAT, "id": volume_id,
                                  "store": self.store_id}}
-        backend.store(DESCRIPTOR, tomli_w.dumps(descriptor).encode())
+        backend.store(DESCRIPTOR, _dumps(descriptor).encode())
 
     def _check_descriptor(self, backend: Volume, name: str, volume_id: str) -> None:
         try:
@@ -283,7 +292,7 @@ class Store:
     def create_collection(self, name: str) -> None:
         check_collection_name(name)
         path = self._file("collections", f"{name}.toml")
-        data = tomli_w.dumps({"collection": {"name": name,
+        data = _dumps({"collection": {"name": name,
                                              "created": int(time.time())}}).encode()
         with self._ref_lock(name):
             if os.path.exists(path):

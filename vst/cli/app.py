@@ -15,7 +15,6 @@ import click
 
 from vst.errors import NotAStore
 from vst.objects.commit import Signature
-from vst.plumbing.ident import signature
 from vst.store import Store
 
 
@@ -60,6 +59,8 @@ class App:
     def identity(self, role: str, store: Store | None = None) -> Signature:
         """Author or committer from VST_<ROLE>_NAME/EMAIL/DATE, then the store's [user]
         table, then the login name and host name."""
+        from vst.plumbing.ident import signature
+
         user = (store.config.get("user", {}) if store else {}) or {}
         name = os.environ.get(f"VST_{role}_NAME") or user.get("name") or _login()
         email = os.environ.get(f"VST_{role}_EMAIL") or user.get("email") or \

@@ -8,7 +8,6 @@ from vst.errors import NotFound, ObjectMissing, UsageError
 from vst.objects.oid import Oid
 from vst.objects.tree import Tree
 from vst.objects.types import ObjectType
-from vst.plumbing.ls_tree import Listed, format_record
 from vst.plumbing.rev_parse import rev_parse
 from vst.store import Store
 
@@ -24,6 +23,8 @@ def exists(store: Store, name: str) -> bool:
 def pretty(kind: ObjectType, content: bytes) -> bytes:
     """``-p``: trees as ls-tree records, chunk lists as '<id> <size>' lines, others raw."""
     if kind == ObjectType.TREE:
+        from vst.plumbing.ls_tree import Listed, format_record
+
         tree = Tree.decode(content)
         return b"".join(format_record(Listed(e.name, e)) for e in tree.entries)
     if kind == ObjectType.CHUNKS:
