@@ -10,7 +10,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,40 +35,55 @@ class Result:
         return self.nbytes / self.wall_s / MB
 
 
-def prepare(tool: tools.Tool, dataset: Dataset, work: Path) -> None:
-    """Give `tool` a new, empty repository for `dataset` (not timed)."""
-    shutil.rmtree(work / f"{tool.name}-{dataset.name}", ignore_errors=True)
-    shutil.rmtree(tool.scratch, ignore_errors=True)
+def repo_path(tool: tools.Tool, dataset: Dataset, work: Path) -> Path:
+    return work / f"{tool.name}-{dataset.name}"
+
+
+def prepare(tool: tools.Tool, dataset: Dataset, work: Path) -> bool:
+    """Give `tool` a new, empty repository for `dataset`, then empty the page cache.
+
+    Not timed. Returns whether the cache could be dropped (False: the run is warm).
+    """
+    clean_up(tool, dataset, work)
     tool.scratch.mkdir(parents=True)
-    tool.init(work / f"{tool.name}-{dataset.name}")
+    tool.init(repo_path(tool, dataset, work))
+    tool.processes.clear()
+    return tools.drop_caches()
 
 
-def timed_backup(tool: tools.Tool, dataset: Dataset, cold_cache: bool) -> Result:
-    """Back `dataset` up into the prepared repository and measure it."""
-    tool.peak_rss = 0
-    start = time.perf_counter()
-    tool.backup(dataset.path)
-    wall = time.perf_counter() - start
-    return Result(dataset.name, tool.name, dataset.nbytes, wall, tool.peak_rss,
+def result_of(tool: tools.Tool, dataset: Dataset, cold_cache: bool) -> Result:
+    """The figures of the backup that `tool` just ran."""
+    # The tool's own processes only (git runs two), without this harness's overhead.
+    wall = sum(p.wall_s for p in tool.processes)
+    peak_rss = max(p.peak_rss for p in tool.processes)
+    return Result(dataset.name, tool.name, dataset.nbytes, wall, peak_rss,
                   tools.disk_usage(tool.repo), cold_cache)
 
 
 def measure(tool: tools.Tool, dataset: Dataset, work: Path) -> Result:
-    """prepare + cold cache + timed_backup, turning a missing or failing tool into a row."""
+    """One cold backup of `dataset` into a new repository; a missing or failing tool gives a
+    row that says so."""
     if tool.binary() is None:
         return Result(dataset.name, tool.name, dataset.nbytes, error=f"{tool.name}: not installed")
     try:
-        prepare(tool, dataset, work)
-        cold = tools.drop_caches()
-        return timed_backup(tool, dataset, cold)
+        cold_cache = prepare(tool, dataset, work)
+        tool.backup(dataset.path)
+        return result_of(tool, dataset, cold_cache)
     except tools.ToolError as e:
         return Result(dataset.name, tool.name, dataset.nbytes, error=str(e))
     finally:
-        shutil.rmtree(work / f"{tool.name}-{dataset.name}", ignore_errors=True)
+        clean_up(tool, dataset, work)
+
+
+def clean_up(tool: tools.Tool, dataset: Dataset, work: Path) -> None:
+    """Free the disk: a full-scale run would otherwise keep about 8 GB of repositories."""
+    shutil.rmtree(repo_path(tool, dataset, work), ignore_errors=True)
+    shutil.rmtree(tool.scratch, ignore_errors=True)
 
 
 def ratios(results: list[Result]) -> list[dict[str, object]]:
-    """vst against each peer on each data set: >1 means vst is faster, bigger or larger."""
+    """vst / peer on each data set: throughput > 1 means vst is faster; peak RSS and repo
+    size > 1 mean vst uses more."""
     done = {(r.dataset, r.tool): r for r in results if not r.error}
     rows = []
     for (name, tool), peer in done.items():
@@ -141,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     work = datasets.bench_root() / "runs"
     work.mkdir(parents=True, exist_ok=True)
     data = [datasets.ensure(name, args.scale) for name in args.datasets]
-    runners = [tools.BY_NAME[name](work / f"{name}-scratch") for name in args.tools]
+    runners: list[tools.Tool] = [tools.BY_NAME[name](work / f"{name}-scratch") for name in args.tools]
 
     cold_cache = tools.drop_caches()  # probed once too, for a run where every tool failed
     results = []

@@ -2,8 +2,7 @@
 
 A runner's `init(repo)` makes an empty repository (not timed) and `backup(src)` stores a file
 or a directory tree in it (timed by the caller). Every child process runs through `run()`,
-which reaps it with `os.wait4` to read the peak RSS of that child (and its own children)
-only, never of this Python process.
+which reports the wall time and the peak RSS of that child and its own children only.
 """
 
 from __future__ import annotations
@@ -11,12 +10,33 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+
+# Linux carries a process's peak RSS across exec, and a child forked from this Python starts
+# at our own RSS (or at our peak, with vfork). So a fresh, small interpreter forks the command,
+# reaps it with os.wait4 and reports its ru_maxrss (in KiB), wall time and exit code: the
+# figures then floor at that helper's own RSS, 5 to 7 MiB, instead of at ours.
+_MEASURE = """\
+import os, sys, time
+report, argv = int(sys.argv[1]), sys.argv[2:]
+os.set_inheritable(report, False)
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+os.write(report, b"%r %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+"""
 
 
 class ToolError(RuntimeError):
@@ -31,23 +51,25 @@ class Process:
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> Process:
-    """Run one command to completion; raise ToolError if it fails."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        # Output goes to files, not pipes: the child never blocks on a full pipe while we
-        # sit in wait4, and wait4 (not communicate) is the only way to get its rusage.
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
+    """Run one command to completion, measured; raise ToolError if it fails."""
+    read_end, write_end = os.pipe()
+    # Output goes to files, not pipes, so a chatty tool never blocks on a full pipe.
+    with (os.fdopen(read_end, "rb") as report, tempfile.TemporaryFile() as out,
+          tempfile.TemporaryFile() as err):
+        try:
+            subprocess.run([sys.executable, "-I", "-S", "-c", _MEASURE, str(write_end), *argv],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=True,
+                           env={**os.environ, **(env or {})}, pass_fds=(write_end,))
+        finally:
+            os.close(write_end)
+        wall, maxrss, code = report.read().split()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if proc.returncode != 0:
+    if int(code) != 0:
         last = stderr.strip().splitlines()[-1:] or ["(no stderr)"]
-        raise ToolError(f"{' '.join(argv)}: exit {proc.returncode}: {last[0]}")
-    return Process(wall, usage.ru_maxrss * 1024, stdout)  # Linux reports ru_maxrss in KiB
+        raise ToolError(f"{' '.join(argv)}: exit {int(code)}: {last[0]}")
+    return Process(float(wall), int(maxrss) * 1024, stdout)
 
 
 def drop_caches() -> bool:
@@ -65,7 +87,7 @@ def disk_write_rate(directory: Path, nbytes: int) -> float:
     block = os.urandom(16 << 20)  # the same block over and over: disks do not dedup
     path = directory / "fsync-probe.bin"
     path.unlink(missing_ok=True)
-    os.sync()  # do not bill earlier writers' dirty pages to this file
+    drop_caches()  # start where each tool's backup starts: nothing dirty, empty page cache
     start = time.perf_counter()
     with open(path, "wb") as f:
         for offset in range(0, nbytes, len(block)):
@@ -100,7 +122,7 @@ class Tool:
         # they neither count in the repository size nor leak between runs.
         self.scratch = scratch
         self.repo = Path()
-        self.peak_rss = 0  # the largest child of the last backup()
+        self.processes: list[Process] = []  # every command run, for the caller to sum up
 
     def binary(self) -> str | None:
         return shutil.which(self.executable)
@@ -119,7 +141,7 @@ class Tool:
         if binary is None:
             raise ToolError(f"{self.name}: not installed")
         proc = run([binary, *map(str, args)], self.env())
-        self.peak_rss = max(self.peak_rss, proc.peak_rss)
+        self.processes.append(proc)
         return proc
 
     def env(self) -> dict[str, str]:
@@ -206,7 +228,7 @@ class Vst(Tool):
         probe = Vst(self.scratch)  # its own store: leaves this runner's repository alone
         store, sample = self.scratch / "startup-store", self.scratch / "startup-object.txt"
         shutil.rmtree(store, ignore_errors=True)
-        store.parent.mkdir(parents=True, exist_ok=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
         sample.write_text("vst startup probe\n")
         probe.init(store)
         probe.backup(sample)
@@ -214,7 +236,7 @@ class Vst(Tool):
                     "vst cat-file -t": ("--store", store, "cat-file", "-t", probe.last_id)}
         best = {label: min(probe._run(*args).wall_s for _ in range(runs)) * 1000
                 for label, args in commands.items()}
-        shutil.rmtree(store)
+        shutil.rmtree(self.scratch)
         return best
 
 
