@@ -83,7 +83,7 @@ class FileSystem:
             return
         self.fsync_dir(parent)
 
-    def write_file(self, path: str, data: bytes | memoryview, *, overwrite: bool = True,
+    def write_file(self, path: str, data: bytes | bytearray | memoryview, *, overwrite: bool = True,
                    mode: int = 0o644) -> bool:
         """Atomically and durably put ``data`` at ``path``.
 
@@ -92,27 +92,56 @@ class FileSystem:
         content, or is checked by scrub). Returns True when this call wrote the file.
         """
         directory = os.path.dirname(path) or "."
-        temp = os.path.join(directory, f".tmp-{secrets.token_hex(8)}-{os.path.basename(path)}")
+        token = secrets.token_hex(8)
+        temp = os.path.join(directory, f".tmp-{token}-{os.path.basename(path)}")
+        # The previous version stays linked under a second name until the new one is
+        # durable: if anything fails once the new content is visible (the directory fsync
+        # above all), the write is undone, so a failed write never leaves a ref moved.
+        backup = os.path.join(directory, f".tmp-{token}-old-{os.path.basename(path)}")
+        placed = kept_backup = False
         try:
             self._write_temp(temp, memoryview(data), mode)
             try:
                 if overwrite:
+                    try:
+                        self._link(path, backup)
+                        kept_backup = True
+                    except FileNotFoundError:
+                        pass
                     self._rename(temp, path)
+                    placed = True
                 else:
                     # link() fails with EEXIST instead of replacing: no-overwrite, atomically.
                     try:
                         self._link(temp, path)
                     except FileExistsError:
-                        return False
-                    finally:
                         self._unlink(temp)
+                        return False
+                    placed = True
+                    self._unlink(temp)
+                self.fsync_dir(directory)
             except BaseException:
-                _remove_quietly(temp)
+                if placed:
+                    self._undo(path, backup if kept_backup else None)
+                    kept_backup = False
                 raise
-            self.fsync_dir(directory)
+            finally:
+                _remove_quietly(temp)
+                if kept_backup:
+                    _remove_quietly(backup)
         except OSError as exc:
             raise from_os_error(exc, f"cannot write '{path}'") from exc
         return True
+
+    def _undo(self, path: str, backup: str | None) -> None:
+        """Put back what was at ``path`` before a write whose directory fsync failed."""
+        try:
+            if backup is not None:
+                os.rename(backup, path)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
 
     def _write_temp(self, temp: str, data: memoryview, mode: int) -> None:
         fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

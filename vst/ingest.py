@@ -2,8 +2,11 @@
 
 Stages, each named for what it does:
 
-    read     small files are read whole by a worker; large files are read by the adding
-             thread in big sequential reads and cut into content-defined chunks
+    open     a worker opens a path (never following a symlink), fstat()s it and reads a
+             small file whole; on a cold disk many reads in flight are what makes this fast,
+             so no per-file system call is left on the adding thread
+    chunk    a large file is read by the adding thread in big sequential reads and cut into
+             content-defined chunks
     hash     a worker computes each object's id (BLAKE3 releases the GIL)
     dedup    the adding thread asks the index about a batch of ids in one query, so the
              cost per object is a set lookup, not a database round trip
@@ -11,13 +14,15 @@ Stages, each named for what it does:
     pack     the adding thread appends sealed records to the open pack
     write    full packs are written durably by the ObjectWriter's background thread
 
-At most ``window`` jobs are in each of the hash and seal stages, and a dedup batch holds at
-most ``BATCH_BYTES``, which bounds memory whatever the size of the input.
+The bytes held by jobs in flight are bounded by ``BUDGET`` whatever the input, so memory
+stays flat from one small file to a terabyte.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,22 +40,40 @@ from vst.objects.seal import seal
 from vst.objects.types import ObjectType
 
 READ_SIZE = 8 * 1024 * 1024
-BATCH_COUNT = 512
-BATCH_BYTES = 32 * 1024 * 1024
+BUDGET = 24 * 1024 * 1024  # bytes of content held by jobs between read and pack
+BATCH_COUNT = 1024  # ids per dedup query
+MAX_JOBS = 256  # jobs in flight, for many tiny files
 
 
 @dataclass(slots=True)
 class Stored:
-    """What a file or byte string became. Complete once ``Ingest.finish`` returns."""
+    """What a file or byte string became. Complete once ``Ingest.finish`` returns.
+
+    ``st`` is the file's status as opened (``add_path``); ``skipped`` says why a path was
+    not stored (it vanished, or is no longer a regular file)."""
 
     oid: Oid | None = None
     kind: ObjectType = ObjectType.BLOB
     size: int = 0
+    st: os.stat_result | None = None
+    skipped: str | None = None
     chunks: list[tuple[Oid, int] | None] = field(default_factory=list)
 
 
-Hashed = tuple[Oid, ObjectType, bytes]
-Done = Callable[[Oid, int], None]
+@dataclass(slots=True)
+class _Piece:
+    """One job's outcome: hashed content, or a path to chunk on the adding thread, or a
+    path to skip."""
+
+    oid: Oid | None
+    kind: ObjectType
+    data: bytes
+    st: os.stat_result | None = None
+    large: bool = False
+    skipped: str | None = None
+
+
+Done = Callable[[_Piece], None]
 
 
 class Ingest:
@@ -67,16 +90,16 @@ class Ingest:
         self.writer = writer
         self.level = compression_level
         self.chunker = Chunker(params)
-        # Reads of small files wait on the disk, not the CPU: more threads than cores keep
-        # a cold disk busy.
-        workers = workers or max(8, 4 * (os.cpu_count() or 1))
-        self.window = 2 * workers
+        # Small-file reads wait on the disk, not the CPU: many more threads than cores keep
+        # a cold disk's queue full.
+        workers = workers or max(16, 4 * (os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vst-ingest")
-        self._hashing: deque[tuple[Future[Hashed], Done]] = deque()
-        self._batch: list[tuple[Hashed, Done]] = []
-        self._batch_bytes = 0
-        self._sealing: deque[Future[tuple[Oid, bytes]]] = deque()
+        self._opening: deque[tuple[Future[_Piece], Done, int]] = deque()
+        self._batch: list[tuple[_Piece, Done]] = []
+        self._sealing: deque[tuple[Future[tuple[Oid, bytes]], int]] = deque()
+        self._held = 0  # bytes in jobs, the batch and sealing
         self._large: list[Stored] = []
+        self._deferred: deque[tuple[Stored, bytes]] = deque()
         self._on_bytes = on_bytes
 
     def __enter__(self) -> Ingest:
@@ -85,69 +108,138 @@ class Ingest:
     def __exit__(self, *exc: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    # -- stages -------------------------------------------------------------------------------
+    # -- worker stages ------------------------------------------------------------------------
 
-    def _hash(self, kind: ObjectType, data: bytes) -> Hashed:
-        return self.ids.compute(kind, data), kind, data
+    def _hash(self, kind: ObjectType, data: bytes) -> _Piece:
+        return _Piece(self.ids.compute(kind, data), kind, data)
 
-    def _read_and_hash(self, path: bytes, size_hint: int) -> Hashed:
-        return self._hash(ObjectType.BLOB, read_whole(path, size_hint))
+    def _open_and_hash(self, path: bytes) -> _Piece:
+        try:
+            # O_NONBLOCK: a FIFO swapped in since the directory was listed must not hang us.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return _Piece(None, ObjectType.BLOB, b"", skipped="vanished while being read")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return _Piece(None, ObjectType.BLOB, b"", skipped="became a symlink")
+            raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return _Piece(None, ObjectType.BLOB, b"", st, skipped="not a regular file")
+            if st.st_size > self.params.min:
+                return _Piece(None, ObjectType.BLOB, b"", st, large=True)
+            data = _read_fd(fd, st.st_size)
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+        finally:
+            os.close(fd)
+        if len(data) > self.params.min:  # it grew: chunk it like any large file
+            return _Piece(None, ObjectType.BLOB, b"", st, large=True)
+        piece = self._hash(ObjectType.BLOB, data)
+        piece.st = st
+        return piece
 
     def _seal(self, oid: Oid, kind: ObjectType, data: bytes) -> tuple[Oid, bytes]:
         return oid, seal(oid, kind, data, self.level)
 
-    def _submit(self, job: Callable[[], Hashed], done: Done) -> None:
-        while len(self._hashing) >= self.window:
-            self._complete_hash()
-        self._hashing.append((self._pool.submit(job), done))
+    # -- adding-thread stages -------------------------------------------------------------------
 
-    def _complete_hash(self) -> None:
-        future, done = self._hashing.popleft()
-        hashed = future.result()
-        self._batch.append((hashed, done))
-        self._batch_bytes += len(hashed[2])
-        if len(self._batch) >= BATCH_COUNT or self._batch_bytes >= BATCH_BYTES:
+    def _submit(self, job: Callable[[], _Piece], done: Done, size: int) -> None:
+        while self._opening and (len(self._opening) >= MAX_JOBS
+                                 or self._held + size > BUDGET):
+            self._complete_open()
+        self._held += size
+        self._opening.append((self._pool.submit(job), done, size))
+
+    def _complete_open(self) -> None:
+        future, done, reserved = self._opening.popleft()
+        piece = future.result()
+        self._held += len(piece.data) - reserved
+        if piece.oid is None:
+            done(piece)
+            if piece.large:
+                assert isinstance(done, _PathDone)
+                self._deferred.append((done.stored, done.path))
+            return
+        self._batch.append((piece, done))
+        if len(self._batch) >= BATCH_COUNT or not self._opening:
             self._dedup()
 
     def _dedup(self) -> None:
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        missing = self.writer.missing(h[0] for h, _ in batch) if self.writer else set()
-        for (oid, kind, data), done in batch:
-            if oid in missing:
-                missing.discard(oid)  # a duplicate later in the batch is sealed only once
-                while len(self._sealing) >= self.window:
+        batch, self._batch = self._batch, []
+        missing = self.writer.missing(p.oid for p, _ in batch if p.oid) if self.writer else set()
+        for piece, done in batch:
+            assert piece.oid is not None
+            size = len(piece.data)
+            if piece.oid in missing:
+                missing.discard(piece.oid)  # a duplicate later in the batch is sealed once
+                while self._sealing and len(self._sealing) >= MAX_JOBS:
                     self._complete_seal()
-                self._sealing.append(self._pool.submit(self._seal, oid, kind, data))
+                self._sealing.append(
+                    (self._pool.submit(self._seal, piece.oid, piece.kind, piece.data), size))
+            else:
+                self._held -= size
             if self._on_bytes:
-                self._on_bytes(len(data))
-            done(oid, len(data))
+                self._on_bytes(size)
+            done(piece)
+        while self._sealing and self._held > BUDGET // 2:
+            self._complete_seal()
 
     def _complete_seal(self) -> None:
-        oid, record = self._sealing.popleft().result()
+        future, size = self._sealing.popleft()
+        oid, record = future.result()
+        self._held -= size
         assert self.writer is not None
         self.writer.add_record(oid, record)
+
+    def _chunk_deferred(self) -> None:
+        """Large files found by workers are chunked here, outside of any completion, so
+        submitting their chunks cannot re-enter the queue being drained."""
+        while self._deferred:
+            stored, path = self._deferred.popleft()
+            self._chunk_path(stored, path)
+
+    def _chunk_path(self, stored: Stored, path: bytes) -> None:
+        try:
+            with open_nofollow(path) as f:
+                stored.st = os.fstat(f.fileno())
+                self._add_chunks(stored, f)
+        except FileNotFoundError:
+            stored.skipped = "vanished while being read"
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+
+    def _add_chunks(self, stored: Stored, stream: BinaryIO) -> None:
+        for index, chunk in enumerate(self.chunker.split_stream(stream)):
+            stored.chunks.append(None)
+            self._submit(partial(self._hash, ObjectType.BLOB, chunk),
+                         partial(_set_chunk, stored, index), len(chunk))
+        self._large.append(stored)
 
     # -- public -------------------------------------------------------------------------------
 
     def add_bytes(self, kind: ObjectType, data: bytes) -> Stored:
         stored = Stored(kind=kind)
-        self._submit(partial(self._hash, kind, data), partial(_set_result, stored))
+        self._submit(partial(self._hash, kind, data), partial(_set_result, stored), len(data))
+        self._chunk_deferred()
         return stored
 
-    def add_file(self, path: bytes, size_hint: int) -> Stored:
-        """Store the regular file at ``path``. Small files are read by a worker; larger ones
-        are chunked here. The stored size is what was read, whatever ``size_hint`` said."""
-        if size_hint <= self.params.min:
-            stored = Stored()
-            self._submit(partial(self._read_and_hash, path, size_hint),
-                         partial(_set_result, stored))
-            return stored
+    def add_path(self, path: bytes) -> Stored:
+        """Store the regular file at ``path`` (opened without following symlinks). Its status
+        lands in ``Stored.st``; a path that vanished or changed type is marked ``skipped``."""
         stored = Stored()
-        try:
-            with open_nofollow(path) as f:
-                self._add_chunks(stored, f)
-        except OSError as exc:
-            raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+        self._submit(partial(self._open_and_hash, path), _PathDone(stored, path), 0)
+        self._chunk_deferred()
+        return stored
+
+    def add_file(self, path: bytes) -> Stored:
+        """Store the file at ``path``, chunking it here (``hash-object``)."""
+        stored = Stored()
+        self._chunk_path(stored, path)
+        if stored.skipped:
+            raise from_os_error(FileNotFoundError(errno.ENOENT, "No such file or directory"),
+                                f"cannot read '{os.fsdecode(path)}'")
         return stored
 
     def add_stream(self, stream: BinaryIO) -> Stored:
@@ -156,17 +248,12 @@ class Ingest:
         self._add_chunks(stored, stream)
         return stored
 
-    def _add_chunks(self, stored: Stored, stream: BinaryIO) -> None:
-        for index, chunk in enumerate(self.chunker.split_stream(stream)):
-            stored.chunks.append(None)
-            self._submit(partial(self._hash, ObjectType.BLOB, chunk),
-                         partial(_set_chunk, stored, index))
-        self._large.append(stored)
-
     def finish(self) -> None:
         """Drain every stage, then store the chunk lists of large files."""
-        while self._hashing:
-            self._complete_hash()
+        while self._opening or self._deferred:
+            while self._opening:
+                self._complete_open()
+            self._chunk_deferred()
         self._dedup()
         while self._sealing:
             self._complete_seal()
@@ -192,12 +279,29 @@ class Ingest:
             stored.oid = self.ids.compute(stored.kind, content)
 
 
-def _set_result(stored: Stored, oid: Oid, size: int) -> None:
-    stored.oid, stored.size = oid, size
+class _PathDone:
+    """Completion of an ``add_path`` job: record the outcome, or queue a large file."""
+
+    __slots__ = ("path", "stored")
+
+    def __init__(self, stored: Stored, path: bytes) -> None:
+        self.stored = stored
+        self.path = path
+
+    def __call__(self, piece: _Piece) -> None:
+        self.stored.st = piece.st
+        self.stored.skipped = piece.skipped
+        if piece.oid is not None:
+            self.stored.oid, self.stored.size = piece.oid, len(piece.data)
 
 
-def _set_chunk(stored: Stored, index: int, oid: Oid, size: int) -> None:
-    stored.chunks[index] = (oid, size)
+def _set_result(stored: Stored, piece: _Piece) -> None:
+    stored.oid, stored.size = piece.oid, len(piece.data)
+
+
+def _set_chunk(stored: Stored, index: int, piece: _Piece) -> None:
+    assert piece.oid is not None
+    stored.chunks[index] = (piece.oid, len(piece.data))
 
 
 def open_nofollow(path: bytes) -> BinaryIO:
@@ -206,25 +310,16 @@ def open_nofollow(path: bytes) -> BinaryIO:
     return os.fdopen(fd, "rb", buffering=READ_SIZE)
 
 
-def read_whole(path: bytes, size_hint: int = 0) -> bytes:
-    """Read a whole (small) file. The first read asks for one byte more than the expected
-    size, so an unchanged file takes one read plus the one that sees EOF, and no read
-    allocates far more than the file needs."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
-    try:
-        parts = []
-        want = size_hint + 1
-        while True:
-            piece = os.read(fd, want)
-            if not piece:
-                break
-            parts.append(piece)
-            want = 1024 * 1024
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-    except OSError as exc:
-        raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
-    finally:
-        os.close(fd)
+def _read_fd(fd: int, size_hint: int) -> bytes:
+    """Read to EOF. The first read asks for one byte more than the expected size, so an
+    unchanged file takes one read plus the one that sees EOF, and no read allocates far
+    more than the file needs."""
+    parts = []
+    want = size_hint + 1
+    while True:
+        piece = os.read(fd, want)
+        if not piece:
+            break
+        parts.append(piece)
+        want = 1024 * 1024
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -120,7 +120,10 @@ def _parse_toml(data: bytes, name: str) -> dict[str, Any]:
 
 
 def _get(table: dict[str, Any], section: str, key: str, kind: type, default: Any, name: str) -> Any:
-    value = table.get(section, {}).get(key, default)
+    values = table.get(section, {})
+    if not isinstance(values, dict):
+        raise CorruptConfig(f"'{name}': {section} must be a table")
+    value = values.get(key, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise CorruptConfig(f"'{name}': {section}.{key} must be a {kind.__name__}")
     return value
@@ -244,7 +247,8 @@ class Store:
             raise WrongVolume(f"volume '{name}' at '{backend.url}' is not a vst volume "
                               f"(no {DESCRIPTOR})") from None
         table = _parse_toml(raw, f"{backend.url}/{DESCRIPTOR}").get("volume", {})
-        if table.get("store") != self.store_id or table.get("id") != volume_id:
+        if not isinstance(table, dict) or table.get("store") != self.store_id \
+                or table.get("id") != volume_id:
             raise WrongVolume(f"volume '{name}' at '{backend.url}' belongs to another store "
                               f"or is another volume", hint="check the disk or the URL")
 
@@ -380,10 +384,23 @@ class Store:
             data = f"{new}\n".encode()
             self.fs.write_file(self._file("refs", name), data)
             entry = ReflogEntry(current or ZERO_OID, new, committer, message).encode()
-            self.fs.append(self._file("logs", name), entry)
+            self._append_reflog(name, entry)
         self._mirror(f"refs/{name}", data)
         self._mirror(f"logs/{name}", read_file(self._file("logs", name)))
         return current
+
+    def _append_reflog(self, name: str, entry: bytes) -> None:
+        path = self._file("logs", name)
+        try:
+            log = read_file(path)
+        except NotFound:
+            log = b""
+        if log.endswith(b"\n") or not log:
+            self.fs.append(path, entry)
+        else:
+            # A crash cut the previous append short. Appending would glue this entry to the
+            # torn record and corrupt both; rewrite the log without the torn record instead.
+            self.fs.write_file(path, log[:log.rfind(b"\n") + 1] + entry)
 
     def _check_is_commit(self, oid: Oid) -> None:
         from vst.objects.types import ObjectType

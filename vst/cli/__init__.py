@@ -37,6 +37,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 SECTIONS = (("porcelain", "Commands"), ("plumbing", "Plumbing commands"))
 
 
+class _NeverRaised(click.UsageError):
+    pass
+
+
+# click >= 8.2 raises this for a group run without a subcommand; older versions print help.
+_NoArgsIsHelp: type[click.UsageError] = getattr(click.exceptions, "NoArgsIsHelpError",
+                                               _NeverRaised)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -97,7 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     code = 0
     try:
-        result: Any = cli.main(args=args, prog_name="vst", standalone_mode=False)
+        # make_context + invoke rather than cli.main(): click's main() turns a broken pipe
+        # into exit 1 and prints a blank line on Ctrl-C; here every outcome reaches the
+        # handlers below.
+        with cli.make_context("vst", list(args)) as ctx:
+            result: Any = cli.invoke(ctx)
         code = result if isinstance(result, int) else 0
     except VstError as exc:
         if debug:
@@ -109,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         _report("interrupted", None, 130, as_json)
         code = 130
+    except _NoArgsIsHelp as exc:  # a group run without a subcommand (`vst index`)
+        command = exc.ctx.command_path if exc.ctx else "vst"
+        _report("missing command", f"see '{command} --help'", 2, as_json)
+        code = 2
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "vst"
         _report(exc.format_message(), f"see '{command} --help'", 2, as_json)

@@ -61,7 +61,9 @@ class App:
         table, then the login name and host name."""
         from vst.plumbing.ident import signature
 
-        user = (store.config.get("user", {}) if store else {}) or {}
+        user = store.config.get("user") if store else None
+        if not isinstance(user, dict):
+            user = {}
         name = os.environ.get(f"VST_{role}_NAME") or user.get("name") or _login()
         email = os.environ.get(f"VST_{role}_EMAIL") or user.get("email") or \
             f"{_login()}@{socket.gethostname()}"

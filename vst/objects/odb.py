@@ -17,6 +17,7 @@ from vst.errors import (
     CorruptObject,
     NotFound,
     ObjectMissing,
+    UnsupportedFormat,
     UsageError,
     VolumeError,
     VstError,
@@ -91,7 +92,7 @@ class ObjectDatabase:
                 if header.oid != oid:
                     raise CorruptObject(f"object {oid} in {where}: record holds {header.oid}")
                 return header.kind, b""
-            except (CorruptObject, NotFound, VolumeError) as exc:
+            except (CorruptObject, UnsupportedFormat, NotFound, VolumeError) as exc:
                 failures.append(exc)
         if not failures:
             raise ObjectMissing(f"object {oid}: pack {location.pack} is on no known volume")
@@ -144,7 +145,7 @@ class ObjectDatabase:
     def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
         return volume.backend.load(pack_name(pack))
 
-    def store_pack(self, pack: Oid, data: bytes, index: PackIndex) -> None:
+    def store_pack(self, pack: Oid, data: bytes | bytearray, index: PackIndex) -> None:
         """Write a finished pack to every volume, then index it."""
         written = []
         for volume in self.volumes:
@@ -162,7 +163,7 @@ class ObjectWriter:
         self.odb = odb
         self._pack = PackWriter()
         self._pending: set[Oid] = set()
-        self._queue: queue.Queue[tuple[Oid, bytes, PackIndex] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[tuple[Oid, bytearray, PackIndex] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="vst-pack-writer", daemon=True)
         self._thread.start()
@@ -211,14 +212,12 @@ class ObjectWriter:
             self._pack = PackWriter()
             self._put_queue(finished)
 
-    def _put_queue(self, item: tuple[Oid, bytes, PackIndex] | None) -> None:
-        while True:
-            self._raise_if_failed()
-            try:
-                self._queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _put_queue(self, item: tuple[Oid, bytearray, PackIndex] | None) -> None:
+        # Hand over only when the previous pack is written: one pack filling and one being
+        # written overlap the CPU with the disk, and memory stays at two packs.
+        self._queue.join()
+        self._raise_if_failed()
+        self._queue.put(item)
 
     def close(self) -> None:
         if self._closed:
@@ -248,12 +247,13 @@ class ObjectWriter:
     def _drain(self) -> None:
         while True:
             item = self._queue.get()
-            if item is None:
-                return
-            if self._error is not None:
-                continue
             try:
-                self.odb.store_pack(*item)
+                if item is None:
+                    return
+                if self._error is None:
+                    self.odb.store_pack(*item)
             except BaseException as exc:  # re-raised on the adding thread
                 self._error = exc
+            finally:
+                self._queue.task_done()
 

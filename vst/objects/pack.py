@@ -36,7 +36,7 @@ FOOTER_SIZE = _FOOTER.size
 MIN_PACK_SIZE = len(MAGIC) + FOOTER_SIZE
 
 
-def pack_id(data: bytes | memoryview) -> Oid:
+def pack_id(data: bytes | bytearray | memoryview) -> Oid:
     return Oid(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest())
 
 
@@ -89,13 +89,16 @@ class PackWriter:
             return None
         return memoryview(self._buffer)[entry.offset:entry.offset + entry.length]
 
-    def finish(self) -> tuple[Oid, bytes, PackIndex]:
+    def finish(self) -> tuple[Oid, bytearray, PackIndex]:
+        """Seal the pack. Its buffer is returned as is, not copied (16 MiB per pack add up):
+        the writer must not be used afterwards."""
         entries = tuple(sorted(self._entries.values(), key=lambda e: e.oid.raw))
         index_offset = len(self._buffer)
         index = b"".join(_ENTRY.pack(e.oid.raw, e.offset, e.length) for e in entries)
-        footer = _FOOTER.pack(index_offset, len(entries), 0,
-                              blake3.blake3(index).digest(), END_MAGIC)
-        data = bytes(self._buffer + index + footer)
+        self._buffer += index
+        self._buffer += _FOOTER.pack(index_offset, len(entries), 0,
+                                     blake3.blake3(index).digest(), END_MAGIC)
+        data, self._buffer = self._buffer, bytearray()
         return pack_id(data), data, PackIndex(entries, index_offset)
 
 

@@ -144,6 +144,15 @@ def unseal(record: bytes | memoryview, expected: Oid, ids: IdScheme,
 
 def _decompress(body: memoryview, plain_size: int, oid: Oid, where: str) -> bytes:
     zstd = _zstandard()
+    # A frame that states its own size makes zstandard allocate that much whatever
+    # max_output_size says: refuse any stated size but the one the header promised.
+    try:
+        stated = zstd.frame_content_size(body[:18])
+    except zstd.ZstdError:
+        stated = -1
+    if stated not in (-1, plain_size):
+        raise CorruptObject(f"object {oid} in {where}: compressed frame claims {stated} "
+                            f"bytes, the record {plain_size}")
     try:
         # max_output_size bounds memory when the frame does not state its size; a frame
         # that states a different size than the header is rejected below by length.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from vst.errors import NotFound, ObjectMissing, UsageError
+from vst.errors import Corrupt, NotFound, ObjectMissing, UsageError
 from vst.objects.oid import Oid
 from vst.objects.tree import Tree
 from vst.objects.types import ObjectType
@@ -13,11 +13,13 @@ from vst.store import Store
 
 
 def exists(store: Store, name: str) -> bool:
+    """``-e``: the object can be read back and verifies against its id (an index entry
+    alone is not enough: the pack may be gone or damaged)."""
     try:
-        oid = rev_parse(store, name)
-    except (NotFound, ObjectMissing, UsageError):
+        store.odb.get(rev_parse(store, name))
+    except (NotFound, ObjectMissing, UsageError, Corrupt):
         return False
-    return store.odb.has(oid)
+    return True
 
 
 def pretty(kind: ObjectType, content: bytes) -> bytes:

@@ -37,7 +37,7 @@ def hash_object(store: Store | None, *, paths: Sequence[str] = (), stdin: Binary
     writer: ObjectWriter | None = store.odb.writer() if write and store else None
     try:
         with Ingest(params, ids, writer, level) as ingest:
-            results = [ingest.add_file(os.fsencode(p), os.stat(p).st_size) for p in paths]
+            results = [ingest.add_file(os.fsencode(p)) for p in paths]
             if stdin is not None:
                 results.append(ingest.add_stream(stdin))
             ingest.finish()

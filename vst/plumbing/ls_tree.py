@@ -43,16 +43,27 @@ def ls_tree(store: Store, treeish: str, *, recursive: bool = False, show_trees: 
 
 def _walk(store: Store, tree: Oid, prefix: bytes, recursive: bool, show_trees: bool,
           wanted: list[bytes]) -> Iterator[Listed]:
-    for entry in store.odb.read_tree(tree).entries:
-        path = prefix + entry.name
+    # Depth first with an explicit stack, not recursion: a tree may nest deeper than
+    # Python's recursion limit.
+    stack = [_entries(store, tree, prefix)]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        path, entry = item
         matched = not wanted or any(path == w or path.startswith(w + b"/") for w in wanted)
         on_the_way = any(w.startswith(path + b"/") for w in wanted)
         if entry.is_dir and (on_the_way or (matched and recursive)):
             if show_trees:
                 yield Listed(path, entry)
-            yield from _walk(store, entry.oid, path + b"/", recursive, show_trees, wanted)
+            stack.append(_entries(store, entry.oid, path + b"/"))
         elif matched:
             yield Listed(path, entry)
+
+
+def _entries(store: Store, tree: Oid, prefix: bytes) -> Iterator[tuple[bytes, TreeEntry]]:
+    return iter([(prefix + e.name, e) for e in store.odb.read_tree(tree).entries])
 
 
 def format_record(listed: Listed, *, long: bool = False, nul: bool = False) -> bytes:
@@ -93,7 +104,10 @@ def parse_record(record: bytes, *, nul: bool = False) -> tuple[bytes, TreeEntry]
         key, eq, value = field.partition("=")
         if not eq:
             raise ValueError(f"malformed attribute '{field}'")
-        attrs.append((key, bytes.fromhex(value)))
+        try:
+            attrs.append((key, bytes.fromhex(value)))
+        except ValueError:
+            raise ValueError(f"malformed attribute '{field}': the value is not hex") from None
     path = raw_path if nul else unquote(raw_path.decode("utf-8", "surrogateescape"))
     entry = TreeEntry(path, mode, kind, Oid.from_hex(id_text), size, mtime_ns, tuple(attrs))
     return path, entry

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from vst.errors import NotFound, UsageError
+from vst.errors import ObjectMissing, UsageError
 from vst.objects.oid import Oid
 from vst.objects.tree import Tree, TreeEntry
 from vst.objects.types import ObjectType
 from vst.plumbing.ls_tree import parse_record
+from vst.plumbing.quoting import quote
 from vst.store import Store
 
 
@@ -19,14 +20,24 @@ def parse_records(data: bytes, *, nul: bool = False) -> list[TreeEntry]:
     if records and records[-1] == b"":
         records.pop()
     entries = []
+    seen: dict[bytes, int] = {}
     for number, record in enumerate(records, 1):
         try:
             path, entry = parse_record(record, nul=nul)
         except ValueError as exc:
             raise UsageError(f"mktree: record {number}: {exc}") from None
         if b"/" in path:
-            raise UsageError(f"mktree: record {number}: path '{path.decode(errors='replace')}'"
-                             " has a '/'; mktree builds one directory level")
+            raise UsageError(f"mktree: record {number}: path '{quote(path)}' has a '/'; "
+                             "mktree builds one directory level")
+        # Entry rules are checked here too, so the error names the record (and stays on one
+        # line: the path is C-quoted, never printed raw).
+        problem = entry.problem()
+        if problem:
+            raise UsageError(f"mktree: record {number}: '{quote(path)}': {problem}")
+        if path in seen:
+            raise UsageError(f"mktree: record {number}: duplicate name '{quote(path)}' "
+                             f"(also record {seen[path]})")
+        seen[path] = number
         entries.append(entry)
     return entries
 
@@ -44,11 +55,11 @@ def mktree(store: Store, entries: Iterable[TreeEntry], *, allow_missing: bool = 
     if not allow_missing:
         for entry in tree.entries:
             if not store.odb.has(entry.oid):
-                raise NotFound(f"mktree: entry '{entry.name.decode(errors='replace')}' "
+                raise ObjectMissing(f"mktree: entry '{quote(entry.name)}' "
                                f"points at missing object {entry.oid}")
             actual = store.odb.get_kind(entry.oid)
             if actual != entry.kind:
-                raise UsageError(f"mktree: entry '{entry.name.decode(errors='replace')}': "
+                raise UsageError(f"mktree: entry '{quote(entry.name)}': "
                                  f"{entry.oid} is a {actual.label}, not a {entry.kind.label}")
     with store.odb.writer() as writer:
         return writer.put(ObjectType.TREE, tree.encode())

@@ -1,8 +1,12 @@
 """``vst write-tree DIR``: store a directory recursively and return its tree id.
 
 Files go through the ingest pipeline in parallel; trees are built bottom-up once every file
-has its id. Symlinks are stored as links (their target in a blob), never followed; sockets,
-FIFOs and devices are skipped with a warning; '.vst' (a working copy's state) is skipped.
+has its id. The walk itself makes no per-file system call: the directory listing's entry
+types decide, and each file's status comes from the worker that opened it, so what is
+recorded (mode, size, mtime) describes the very file descriptor that was read.
+
+Symlinks are stored as links (their target in a blob), never followed; sockets, FIFOs and
+devices are skipped with a warning; '.vst' (a working copy's state) is skipped.
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ from vst.objects.tree import Tree, TreeEntry, name_problem
 from vst.objects.types import ObjectType
 from vst.store import Store
 
+Warn = Callable[[str], None]
+
 
 @dataclass(slots=True)
 class _Dir:
     st: os.stat_result
-    entries: list[tuple[bytes, os.stat_result, Stored | _Dir]] = field(default_factory=list)
+    entries: list[tuple[bytes, os.stat_result | None, Stored | _Dir]] = field(
+        default_factory=list)
+    oid: Oid | None = None
 
 
-def write_tree(store: Store, directory: str, *, warn: Callable[[str], None] = lambda _: None,
+def write_tree(store: Store, directory: str, *, warn: Warn = lambda _: None,
                on_bytes: Callable[[int], None] | None = None) -> Oid:
     root = os.fsencode(directory)
     try:
@@ -39,13 +47,27 @@ def write_tree(store: Store, directory: str, *, warn: Callable[[str], None] = la
     odb = store.odb
     with odb.writer() as writer, Ingest(store.chunk_params, odb.ids, writer,
                                         store.compression_level, on_bytes=on_bytes) as ingest:
-        tree = _scan(ingest, root, st, warn)
+        top = _Dir(st)
+        # Explicit stacks, not recursion: a directory may nest deeper than Python's
+        # recursion limit.
+        dirs = [top]
+        pending = [(top, root)]
+        while pending:
+            node, path = pending.pop()
+            for _name, sub_path, sub in _scan(ingest, node, path, warn):
+                dirs.append(sub)
+                pending.append((sub, sub_path))
         ingest.finish()
-        return _store_tree(writer, tree)
+        for node in reversed(dirs):  # every directory after all of its subdirectories
+            node.oid = _store_tree(writer, node, warn)
+        assert top.oid is not None
+        return top.oid
 
 
-def _scan(ingest: Ingest, path: bytes, st: os.stat_result, warn: Callable[[str], None]) -> _Dir:
-    node = _Dir(st)
+def _scan(ingest: Ingest, node: _Dir, path: bytes,
+          warn: Warn) -> list[tuple[bytes, bytes, _Dir]]:
+    """List one directory into ``node``; returns its subdirectories to scan next."""
+    subdirs = []
     try:
         with os.scandir(path) as it:
             children = sorted(it, key=lambda e: e.name)
@@ -61,38 +83,42 @@ def _scan(ingest: Ingest, path: bytes, st: os.stat_result, warn: Callable[[str],
             warn(f"skipping '{shown}': {problem}")
             continue
         try:
-            child_st = child.stat(follow_symlinks=False)
+            if child.is_file(follow_symlinks=False):
+                node.entries.append((name, None, ingest.add_path(child.path)))
+            elif child.is_dir(follow_symlinks=False):
+                sub = _Dir(child.stat(follow_symlinks=False))
+                node.entries.append((name, sub.st, sub))
+                subdirs.append((name, child.path, sub))
+            elif child.is_symlink():
+                child_st = child.stat(follow_symlinks=False)
+                target = os.readlink(child.path)
+                node.entries.append((name, child_st, ingest.add_bytes(ObjectType.BLOB, target)))
+            else:
+                warn(f"skipping '{shown}': not a regular file, directory or symlink")
         except FileNotFoundError:
             continue  # deleted while we looked
         except OSError as exc:
-            raise from_os_error(exc, f"cannot stat '{shown}'") from exc
-        mode = child_st.st_mode
-        if stat.S_ISDIR(mode):
-            node.entries.append((name, child_st, _scan(ingest, child.path, child_st, warn)))
-        elif stat.S_ISREG(mode):
-            node.entries.append((name, child_st, ingest.add_file(child.path, child_st.st_size)))
-        elif stat.S_ISLNK(mode):
-            try:
-                target = os.readlink(child.path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise from_os_error(exc, f"cannot read link '{shown}'") from exc
-            node.entries.append((name, child_st, ingest.add_bytes(ObjectType.BLOB, target)))
-        else:
-            warn(f"skipping '{shown}': not a regular file, directory or symlink")
-    return node
+            raise from_os_error(exc, f"cannot read '{shown}'") from exc
+    return subdirs
 
 
-def _store_tree(writer: ObjectWriter, node: _Dir) -> Oid:
+def _store_tree(writer: ObjectWriter, node: _Dir, warn: Warn) -> Oid:
     entries = []
-    for name, st, child in node.entries:
-        mode = stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)
+    for name, listed_st, child in node.entries:
         if isinstance(child, _Dir):
-            oid = _store_tree(writer, child)
-            entries.append(TreeEntry(name, mode, ObjectType.TREE, oid, 0, st.st_mtime_ns))
-        else:
-            assert child.oid is not None, "ingest.finish() resolves every file"
-            entries.append(TreeEntry(name, mode, child.kind, child.oid, child.size,
-                                     st.st_mtime_ns))
+            assert child.oid is not None, "subdirectories are stored first"
+            entries.append(TreeEntry(name, _mode(child.st), ObjectType.TREE, child.oid, 0,
+                                     child.st.st_mtime_ns))
+            continue
+        if child.skipped:
+            warn(f"skipping '{os.fsdecode(name)}': {child.skipped}")
+            continue
+        st = child.st or listed_st
+        assert child.oid is not None and st is not None, "ingest.finish() resolves every file"
+        entries.append(TreeEntry(name, _mode(st), child.kind, child.oid, child.size,
+                                 st.st_mtime_ns))
     return writer.put(ObjectType.TREE, Tree.from_entries(entries).encode())
+
+
+def _mode(st: os.stat_result) -> int:
+    return stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)

@@ -38,7 +38,8 @@ class LocalVolume(Volume):
         except OSError as exc:
             raise from_os_error(exc, f"cannot read '{name}' on volume '{self.url}'") from exc
 
-    def store(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> bool:
+    def store(self, name: str, data: bytes | bytearray | memoryview, *,
+              overwrite: bool = True) -> bool:
         path = self._path(name)
         self.check_reachable()
         directory = os.path.dirname(path)

@@ -43,7 +43,8 @@ class Volume(abc.ABC):
         """
 
     @abc.abstractmethod
-    def store(self, name: str, data: bytes | memoryview, *, overwrite: bool = True) -> bool:
+    def store(self, name: str, data: bytes | bytearray | memoryview, *,
+              overwrite: bool = True) -> bool:
         """Make ``data`` durable under ``name``. Never is a partial object visible under
         ``name``, even after a crash. With ``overwrite=False`` an existing object is kept
         and False returned. Returns True when written."""

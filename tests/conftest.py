@@ -1,0 +1,84 @@
+"""Shared fixtures and helpers.
+
+- ``store``: a fresh store in a temporary directory, closed at teardown.
+- ``make_tree``: builds a sample directory from a nested dict.
+- ``require_service(name, available)``: the policy for tests marked ``service`` (sshd,
+  SeaweedFS...). They skip when the service is missing, but fail when
+  ``VST_REQUIRE_SERVICES=1``, which CI sets so that a missing install step cannot hide.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+from vst.store import Store
+
+REQUIRE_SERVICES_ENV = "VST_REQUIRE_SERVICES"
+
+# A spec maps names to: bytes or str (a file; str is written as UTF-8), a dict (a
+# directory, built recursively) or ("symlink", target) (a symbolic link).
+TreeSpec = Mapping[str, Any]
+
+
+def require_service(name: str, available: bool) -> None:
+    """Return if ``available``; otherwise skip the test, or fail it under CI's
+    ``VST_REQUIRE_SERVICES=1``."""
+    if available:
+        return
+    _missing_service(name)
+
+
+def _missing_service(name: str) -> NoReturn:
+    message = f"service '{name}' is not available"
+    if os.environ.get(REQUIRE_SERVICES_ENV) == "1":
+        pytest.fail(f"{message} and {REQUIRE_SERVICES_ENV}=1", pytrace=False)
+    pytest.skip(message)
+
+
+def make_tree(path: str | os.PathLike[str], spec: TreeSpec) -> Path:
+    """Create the files, directories and symlinks of ``spec`` under ``path`` (created if
+    missing) and return ``path`` as a Path.
+
+    >>> make_tree(tmp_path / "src", {"a.txt": b"A", "sub": {"b": "B"},
+    ...                              "link": ("symlink", "a.txt")})
+    """
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, value in spec.items():
+        target = root / name
+        if isinstance(value, bytes):
+            target.write_bytes(value)
+        elif isinstance(value, str):
+            target.write_bytes(value.encode())
+        elif isinstance(value, Mapping):
+            make_tree(target, value)
+        elif isinstance(value, tuple) and len(value) == 2 and value[0] == "symlink":
+            os.symlink(value[1], target)
+        else:
+            raise TypeError(f"make_tree: unsupported spec for {name!r}: {value!r}")
+    return root
+
+
+@pytest.fixture(name="require_service")
+def require_service_fixture() -> Callable[[str, bool], None]:
+    return require_service
+
+
+@pytest.fixture(name="make_tree")
+def make_tree_fixture() -> Callable[[str | os.PathLike[str], TreeSpec], Path]:
+    return make_tree
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh store with its default embedded volume, at ``tmp_path / "store"``."""
+    opened = Store.init(str(tmp_path / "store"))
+    try:
+        yield opened
+    finally:
+        opened.close()
