@@ -88,16 +88,19 @@ class Ingest:
 
     def __init__(self, params: ChunkParams, ids: IdScheme, writer: ObjectWriter | None,
                  compression_level: int = 3, workers: int | None = None,
+                 io_workers: int | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> None:
         self.params = params
         self.ids = ids
         self.writer = writer
         self.level = compression_level
         self.chunker = Chunker(params)
-        # Measured on the 50,000-file benchmark: more threads than cores only add lock and
-        # GIL hand-offs (16 threads were 30% slower than 2, warm or cold).
-        workers = workers or max(2, os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vst-ingest")
+        # Two pools: reading small files waits on the disk, so it gets several threads to
+        # keep a cold disk busy; compressing and hashing chunks is CPU work, one thread per
+        # core (more only adds lock and GIL hand-offs: 16 CPU threads were 30% slower).
+        cores = max(2, os.cpu_count() or 1)
+        self._io_pool = ThreadPoolExecutor(io_workers or 2 * cores, thread_name_prefix="vst-read")
+        self._pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="vst-seal")
         self._opening: deque[tuple[Future[list[_Piece]], list[Done], int]] = deque()
         self._paths: list[tuple[bytes, _PathDone]] = []
         self._batch: list[tuple[_Piece, Done]] = []
@@ -111,6 +114,7 @@ class Ingest:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._io_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- worker stages ------------------------------------------------------------------------
@@ -155,18 +159,20 @@ class Ingest:
 
     # -- adding-thread stages -------------------------------------------------------------------
 
-    def _submit(self, job: Callable[[], list[_Piece]], dones: list[Done], size: int) -> None:
+    def _submit(self, job: Callable[[], list[_Piece]], dones: list[Done], size: int, *,
+                io: bool = False) -> None:
         while self._opening and (len(self._opening) >= MAX_JOBS
                                  or self._held + size > BUDGET):
             self._complete_open()
         self._held += size
-        self._opening.append((self._pool.submit(job), dones, size))
+        pool = self._io_pool if io else self._pool
+        self._opening.append((pool.submit(job), dones, size))
 
     def _flush_paths(self) -> None:
         if self._paths:
             paths, self._paths = self._paths, []
             self._submit(partial(self._open_and_hash_many, [path for path, _ in paths]),
-                         [done for _, done in paths], 0)
+                         [done for _, done in paths], 0, io=True)
 
     def _complete_open(self) -> None:
         future, dones, reserved = self._opening.popleft()

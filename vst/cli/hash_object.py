@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, tune_allocator
 
 
 @click.command("hash-object")
@@ -28,6 +28,7 @@ def command(app: App, write: bool, use_stdin: bool, stdin_paths: bool,
         paths += [line.rstrip("\n") for line in sys.stdin if line.rstrip("\n")]
     if not paths and not use_stdin:
         raise click.UsageError("nothing to hash: give FILE arguments, --stdin or --stdin-paths")
+    tune_allocator()
     store = app.open_store() if write else app.maybe_store()
     results = hash_object(store, paths=paths, write=write,
                           stdin=sys.stdin.buffer if use_stdin else None)

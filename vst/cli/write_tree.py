@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, tune_allocator
 
 
 @click.command("write-tree")
@@ -14,6 +14,7 @@ def command(app: App, directory: str) -> None:
     """Store DIR recursively and print the id of its tree."""
     from vst.plumbing.write_tree import write_tree
 
+    tune_allocator()
     progress = app.progress("storing")
     try:
         oid = write_tree(app.open_store(), directory, warn=app.warn, on_bytes=progress.add)
