@@ -298,6 +298,8 @@ def test_ls_tree_recursion_and_filters(store: Store, history: History) -> None:
     assert paths(paths=[b"nothing"]) == []
     assert paths(paths=[b"su"]) == []  # a prefix of a name is not a match
     assert paths(show_trees=True, paths=[b"sub/x"]) == [b"sub", b"sub/x"]
+    assert paths(paths=[b"sub/"]) == [b"sub/deeper", b"sub/x"]  # as git: its contents
+    assert paths(recursive=True, paths=[b"sub/"]) == [b"sub/deeper/y", b"sub/x"]
     sizes = {i.path: i.entry.size for i in ls_tree(store, "c~2", recursive=True)}
     assert sizes[b"file"] == len(b"version 1")
 
@@ -570,6 +572,36 @@ def test_hash_object_refuses_non_files(store: Store, tmp_path: Path) -> None:
         hash_object(store, paths=[str(tmp_path / "missing")])
     with pytest.raises(UsageError):
         hash_object(None, paths=[], stdin=io.BytesIO(b"x"), write=True)
+
+
+def test_hash_object_follows_a_named_symlink_and_reads_dash_as_stdin(store: Store,
+                                                                     tmp_path: Path) -> None:
+    _write(tmp_path / "real", b"content\n")
+    os.symlink("real", tmp_path / "link")
+    (via_link,) = hash_object(store, paths=[str(tmp_path / "link")])
+    assert via_link.oid == PLAIN_IDS.compute(ObjectType.BLOB, b"content\n")
+    ran = vst("hash-object", "-", input=b"content\n")
+    assert ran.code == 0 and ran.out.decode().strip() == via_link.oid.hex
+    assert vst("hash-object", "-", "-", input=b"x").code == 2
+
+
+def test_push_blob_sends_shared_subtrees_before_their_parents(store: Store,
+                                                              tmp_path: Path) -> None:
+    # Two directories holding the same subtree: the walk meets it twice.
+    for top in ("a", "b"):
+        (tmp_path / "src" / top / "shared").mkdir(parents=True)
+        _write(tmp_path / "src" / top / "shared" / "f", b"same")
+    tree = write_tree(store, str(tmp_path / "src"))
+    commit = _commit(store, tree)
+    order = [oid for oid, _ in reachable(store, [commit])]
+    position = {oid: i for i, oid in enumerate(order)}
+    assert len(order) == len(set(order))
+    for oid in order:
+        kind, content = store.odb.get(oid)
+        if kind == ObjectType.TREE:
+            for entry in Tree.decode(content).entries:
+                assert position[entry.oid] < position[oid], "a child after its parent"
+    assert order[-1] == commit
 
 
 # -- commit-tree and dates ---------------------------------------------------------------------

@@ -142,6 +142,8 @@ class Store:
         store = config.get("store")
         if not isinstance(store, dict):
             raise CorruptConfig(f"'{name}': no [store] table")
+        if "format" not in store or "id" not in store:
+            raise CorruptConfig(f"'{name}': [store] needs a format and an id")
         store_format = _get(config, "store", "format", int, 0, name)
         if store_format != STORE_FORMAT:
             raise UnsupportedFormat(f"store '{path}' has format {store_format}; this vst "
@@ -230,8 +232,10 @@ class Store:
                     or not isinstance(table.get("id"), str):
                 raise CorruptConfig(f"'{name}': volume '{vol_name}' needs a url and an id")
             url = table["url"]
-            if "://" not in url:
-                url = os.path.join(self.path, url)
+            if "://" in url:
+                raise UnsupportedFormat(f"'{name}': volume '{vol_name}' at '{url}': this "
+                                        "version of vst supports local directory volumes only")
+            url = os.path.join(self.path, url)
             specs.append(Store._VolumeSpec(vol_name, url, table["id"]))
         return specs
 
@@ -382,14 +386,24 @@ class Store:
             if current == new:
                 return current
             data = f"{new}\n".encode()
-            self.fs.write_file(self._file("refs", name), data)
+            # The reflog first, then the ref (git's order): a crash in between leaves a log
+            # line for a move that did not happen, never a move with no log line. A ref
+            # write that fails takes its log line back out.
             entry = ReflogEntry(current or ZERO_OID, new, committer, message).encode()
-            self._append_reflog(name, entry)
-        self._mirror(f"refs/{name}", data)
-        self._mirror(f"logs/{name}", read_file(self._file("logs", name)))
+            log_before = self._append_reflog(name, entry)
+            try:
+                self.fs.write_file(self._file("refs", name), data)
+            except BaseException:
+                self.fs.write_file(self._file("logs", name), log_before)
+                raise
+            # Mirrors under the lock too, so concurrent writers cannot leave an older head
+            # in a volume's meta/ than in refs/.
+            self._mirror(f"refs/{name}", data)
+            self._mirror(f"logs/{name}", log_before + entry)
         return current
 
-    def _append_reflog(self, name: str, entry: bytes) -> None:
+    def _append_reflog(self, name: str, entry: bytes) -> bytes:
+        """Append ``entry``; returns the log as it was before (without a torn last line)."""
         path = self._file("logs", name)
         try:
             log = read_file(path)
@@ -397,15 +411,19 @@ class Store:
             log = b""
         if log.endswith(b"\n") or not log:
             self.fs.append(path, entry)
-        else:
-            # A crash cut the previous append short. Appending would glue this entry to the
-            # torn record and corrupt both; rewrite the log without the torn record instead.
-            self.fs.write_file(path, log[:log.rfind(b"\n") + 1] + entry)
+            return log
+        # A crash cut the previous append short. Appending would glue this entry to the
+        # torn record and corrupt both; rewrite the log without the torn record instead.
+        log = log[:log.rfind(b"\n") + 1]
+        self.fs.write_file(path, log + entry)
+        return log
 
     def _check_is_commit(self, oid: Oid) -> None:
         from vst.objects.types import ObjectType
 
-        if self.odb.get_kind(oid) != ObjectType.COMMIT:
+        # A verified read, not the record header alone: the type byte of a damaged record
+        # must not let a ref point at something that is not a commit.
+        if self.odb.get(oid)[0] != ObjectType.COMMIT:
             raise UsageError(f"{oid} is not a commit")
 
     def reflog(self, name: str) -> list[ReflogEntry]:

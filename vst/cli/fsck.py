@@ -7,6 +7,10 @@ import click
 from vst.cli.app import App
 
 
+def _problems(count: int) -> str:
+    return "no problems" if count == 0 else "1 problem" if count == 1 else f"{count} problems"
+
+
 @click.command("fsck")
 @click.option("--full", is_flag=True, help="Also re-read and re-hash every pack on every volume.")
 @click.pass_obj
@@ -28,5 +32,5 @@ def command(app: App, full: bool) -> int:
     elif not app.quiet:
         click.echo(f"checked {result.objects_checked} objects"
                    + (f", {result.packs_checked} pack copies" if full else "")
-                   + f": {len(result.problems) or 'no'} problems", err=True)
+                   + f": {_problems(len(result.problems))}", err=True)
     return 1 if result.problems else 0

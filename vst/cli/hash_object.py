@@ -18,12 +18,16 @@ from vst.cli.app import App, tune_allocator
 def command(app: App, write: bool, use_stdin: bool, stdin_paths: bool,
             files: tuple[str, ...]) -> None:
     """Print the id of each FILE's content object (a blob, or a chunks object for a file of
-    several chunks); with -w, store it."""
+    several chunks); with -w, store it. FILE '-' is stdin."""
     from vst.plumbing.hash_object import hash_object
 
     if use_stdin and stdin_paths:
         raise click.UsageError("--stdin and --stdin-paths cannot be combined")
-    paths = list(files)
+    paths = [path for path in files if path != "-"]
+    if len(paths) < len(files):  # '-' names stdin, as everywhere a path is taken
+        if stdin_paths or len(files) - len(paths) > 1:
+            raise click.UsageError("stdin can be read only once")
+        use_stdin = True
     if stdin_paths:
         paths += [line.rstrip("\n") for line in sys.stdin if line.rstrip("\n")]
     if not paths and not use_stdin:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from vst.errors import Corrupt, NotFound, ObjectMissing, UsageError
+from vst.errors import Corrupt, CorruptObject, NotFound, ObjectMissing, UsageError
 from vst.objects.oid import Oid
 from vst.objects.tree import Tree
 from vst.objects.types import ObjectType
@@ -48,7 +48,7 @@ def file_content(store: Store, oid: Oid) -> Iterator[bytes]:
         for chunk in ChunkList.decode(content, oid).chunks:
             data = store.odb.get_typed(chunk.oid, ObjectType.BLOB)
             if len(data) != chunk.size:
-                raise NotFound(f"chunk {chunk.oid} of {oid} has {len(data)} bytes, "
+                raise CorruptObject(f"chunk {chunk.oid} of {oid} has {len(data)} bytes, "
                                f"the list says {chunk.size}")
             yield data
     else:

@@ -14,11 +14,13 @@ from vst.store import Store
 def commit_tree(store: Store, tree: Oid, parents: Sequence[Oid], message: bytes, *,
                 author: Signature, committer: Signature) -> Oid:
     odb = store.odb
-    if odb.get_kind(tree) != ObjectType.TREE:
+    # Verified reads (trees and commits are small): a damaged record's type byte alone
+    # must not decide what a commit points at.
+    if odb.get(tree)[0] != ObjectType.TREE:
         raise UsageError(f"{tree} is not a tree")
     seen = set()
     for parent in parents:
-        if odb.get_kind(parent) != ObjectType.COMMIT:
+        if odb.get(parent)[0] != ObjectType.COMMIT:
             raise UsageError(f"{parent} is not a commit")
         if parent in seen:
             raise UsageError(f"duplicate parent {parent}")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from vst.errors import VstError
+from vst.errors import VstError, from_os_error
 from vst.objects.index import ObjectIndex
 from vst.objects.oid import Oid, is_full_hex
 from vst.objects.pack import read_index
@@ -55,8 +55,13 @@ def index_rebuild(store: Store, *, warn: Callable[[str], None] = lambda _: None)
     finally:
         index.close()
     store.close()
-    for stale in (final + "-wal", final + "-shm"):
-        if os.path.exists(stale):
-            os.unlink(stale)
-    os.replace(temp, final)
+    try:
+        # The old index's write-ahead log must not be applied to the new file.
+        for stale in (final + "-wal", final + "-shm"):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        os.replace(temp, final)
+    except OSError as exc:
+        raise from_os_error(exc, f"cannot replace the index '{final}'") from exc
+    store.fs.fsync_dir(store.path)
     return RebuildResult(packs, objects, skipped)

@@ -32,12 +32,13 @@ def ls_tree(store: Store, treeish: str, *, recursive: bool = False, show_trees: 
             paths: Sequence[bytes] = ()) -> Iterator[Listed]:
     """Entries of the tree ``treeish`` names, in tree order.
 
-    With ``paths``, only entries equal to one of them or inside one of them (a path naming
-    a directory lists its contents, as in git). Recursion shows subtrees themselves only
-    with ``show_trees``.
+    With ``paths``, only entries equal to one of them or inside one of them. As in git, a
+    directory path shows the directory's own entry, and with a trailing '/' its contents.
+    Recursion shows subtrees themselves only with ``show_trees``.
     """
     root = peel_to_tree(store, rev_parse(store, treeish))
-    wanted = [p.strip(b"/") for p in paths]
+    # A trailing '/' asks for the contents: keep it as a path "inside" the directory.
+    wanted = [p.strip(b"/") + (b"/" if p.endswith(b"/") else b"") for p in paths]
     yield from _walk(store, root, b"", recursive, show_trees, wanted)
 
 
@@ -52,7 +53,8 @@ def _walk(store: Store, tree: Oid, prefix: bytes, recursive: bool, show_trees: b
             stack.pop()
             continue
         path, entry = item
-        matched = not wanted or any(path == w or path.startswith(w + b"/") for w in wanted)
+        matched = not wanted or any(path == w or (w.endswith(b"/") and path.startswith(w))
+                                    or path.startswith(w + b"/") for w in wanted)
         on_the_way = any(w.startswith(path + b"/") for w in wanted)
         if entry.is_dir and (on_the_way or (matched and recursive)):
             if show_trees:

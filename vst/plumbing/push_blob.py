@@ -2,8 +2,9 @@
 
 Each object is read verified from this store and re-hashed as it is written to the other,
 so a mismatch (a corrupt read, or stores with different id keys) stops the push before any
-ref could point at it. Objects are sent children first, so an interrupted push never
-leaves a tree in the destination without the objects it names.
+ref could point at it. With ``-r`` objects are sent children first, so an interrupted push
+never leaves a tree in the destination without the objects it names; without ``-r`` only
+the named objects are sent, as asked.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def push_blob(source: Store, destination: Store, oids: Iterable[Oid], *, recursi
         missing.extend(oid for oid in batch if oid not in held)
     sent = []
     with destination.odb.writer() as writer:
-        for oid in reversed(missing):
+        for oid in missing:
             kind, content = source.odb.get(oid)
             if writer.put(kind, content) != oid:
                 raise CorruptObject(f"object {oid} hashes differently in '{destination.path}'",

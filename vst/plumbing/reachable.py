@@ -12,32 +12,45 @@ from vst.objects.types import ObjectType
 from vst.store import Store
 
 
-def reachable(store: Store, roots: Iterable[Oid], *,
-              skip: set[Oid] | None = None) -> Iterator[tuple[Oid, ObjectType]]:
-    """Every object reachable from ``roots`` once, parents before what they point at.
+def children(kind: ObjectType, oid: Oid, content: bytes) -> list[tuple[Oid, ObjectType]]:
+    """The objects one object names, in its own order."""
+    if kind == ObjectType.COMMIT:
+        commit = Commit.decode(content, oid)
+        return [(commit.tree, ObjectType.TREE)] + [(p, ObjectType.COMMIT) for p in commit.parents]
+    if kind == ObjectType.TREE:
+        return [(e.oid, e.kind) for e in Tree.decode(content, oid).entries]
+    if kind == ObjectType.CHUNKS:
+        return [(c.oid, ObjectType.BLOB) for c in ChunkList.decode(content, oid).chunks]
+    return []
+
+
+def reachable(store: Store, roots: Iterable[Oid]) -> Iterator[tuple[Oid, ObjectType]]:
+    """Every object reachable from ``roots``, once each, every object after all of the
+    objects it names (a depth-first post-order): copying them in this order, an interrupted
+    copy never leaves an object whose children are missing, even where subtrees are shared.
 
     Commits, trees and chunk lists are read (and so verified); blobs are only named. A
-    missing or corrupt object raises; ``fsck`` catches and reports.
+    missing or corrupt object raises.
     """
-    seen = set(skip or ())
-    stack: list[tuple[Oid, ObjectType | None]] = [(oid, None) for oid in roots]
     odb = store.odb
+    seen: set[Oid] = set()
+    # (oid, kind or None if not yet known, its children once expanded)
+    stack: list[tuple[Oid, ObjectType | None, list[tuple[Oid, ObjectType]] | None]] = [
+        (oid, None, None) for oid in reversed(list(roots))]
     while stack:
-        oid, kind = stack.pop()
+        oid, kind, named = stack.pop()
+        if named is not None:
+            yield oid, kind  # type: ignore[misc]
+            continue
         if oid in seen:
             continue
         seen.add(oid)
         if kind is None:
             kind = odb.get_kind(oid)
-        yield oid, kind
         if kind == ObjectType.BLOB:
+            yield oid, kind
             continue
-        content = odb.get_typed(oid, kind)
-        if kind == ObjectType.COMMIT:
-            commit = Commit.decode(content, oid)
-            stack.extend((p, ObjectType.COMMIT) for p in reversed(commit.parents))
-            stack.append((commit.tree, ObjectType.TREE))
-        elif kind == ObjectType.TREE:
-            stack.extend((e.oid, e.kind) for e in reversed(Tree.decode(content, oid).entries))
-        elif kind == ObjectType.CHUNKS:
-            stack.extend((c.oid, ObjectType.BLOB) for c in ChunkList.decode(content, oid).chunks)
+        named = children(kind, oid, odb.get_typed(oid, kind))
+        stack.append((oid, kind, named))
+        stack.extend((child, child_kind, None) for child, child_kind in reversed(named)
+                     if child not in seen)
