@@ -19,7 +19,6 @@ dropped the dirty pages (the "fsyncgate" finding).
 from __future__ import annotations
 
 import os
-import secrets
 
 from vst.errors import from_os_error
 
@@ -92,7 +91,7 @@ class FileSystem:
         content, or is checked by scrub). Returns True when this call wrote the file.
         """
         directory = os.path.dirname(path) or "."
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         temp = os.path.join(directory, f".tmp-{token}-{os.path.basename(path)}")
         # The previous version stays linked under a second name until the new one is
         # durable: if anything fails once the new content is visible (the directory fsync

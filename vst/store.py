@@ -26,8 +26,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vst.errors import (
     AlreadyExists,
@@ -44,11 +43,13 @@ from vst.errors import (
 )
 from vst.fsio import DEFAULT_FS, FileSystem, read_file
 from vst.objects.chunking import ChunkParams
-from vst.objects.commit import Signature
 from vst.objects.ids import PLAIN_IDS
 from vst.objects.oid import ZERO_OID, Oid, is_full_hex
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
+
+if TYPE_CHECKING:
+    from vst.objects.commit import Signature
 
 STORE_FORMAT = 1
 VOLUME_FORMAT = 1
@@ -74,8 +75,7 @@ def check_collection_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class ReflogEntry:
+class ReflogEntry(NamedTuple):
     old: Oid
     new: Oid
     committer: Signature
@@ -88,14 +88,15 @@ class ReflogEntry:
 
     @classmethod
     def decode(cls, line: bytes) -> ReflogEntry:
+        from vst.objects.commit import Signature
+
         head, _, message = line.partition(b"\t")
         old, new, who = head.split(b" ", 2)
         return cls(Oid.from_hex(old.decode()), Oid.from_hex(new.decode()),
                    Signature.decode(who), message.decode("utf-8", "replace"))
 
 
-@dataclass(frozen=True, slots=True)
-class Collection:
+class Collection(NamedTuple):
     name: str
     head: Oid | None
 
@@ -216,8 +217,7 @@ class Store:
 
     # -- volumes ------------------------------------------------------------------------------
 
-    @dataclass(frozen=True, slots=True)
-    class _VolumeSpec:
+    class _VolumeSpec(NamedTuple):
         name: str
         url: str
         volume_id: str

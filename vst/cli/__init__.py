@@ -3,10 +3,8 @@ global options, and the one place where exceptions become messages and exit code
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from typing import Any
 
 import click
@@ -89,11 +87,19 @@ def cli(ctx: click.Context, directory: str | None, store_url: str | None, quiet:
     ctx.obj = App(store_url=store_url, quiet=quiet, json=json_output, debug=debug)
 
 
+def _traceback() -> None:
+    import traceback
+
+    traceback.print_exc()
+
+
 def _report(message: str, hint: str | None, code: int, as_json: bool) -> None:
     lines = [f"vst: error: {message}"]
     if hint:
         lines.append(f"hint: {hint}")
     if as_json:
+        import json
+
         lines.append(json.dumps({"type": "error", "code": code, "message": message,
                                  **({"hint": hint} if hint else {})}))
     sys.stderr.write("\n".join(lines) + "\n")
@@ -114,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         code = result if isinstance(result, int) else 0
     except VstError as exc:
         if debug:
-            traceback.print_exc()
+            _traceback()
         _report(exc.message, exc.hint, exc.exit_code, as_json)
         code = exc.exit_code
     except click.exceptions.Exit as exc:
@@ -140,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         code = _broken_pipe()
     except Exception as exc:  # a bug: say so plainly, traceback only on request
         if debug:
-            traceback.print_exc()
+            _traceback()
         _report(f"internal error: {type(exc).__name__}: {exc}",
                 "rerun with --debug and report it", 70, as_json)
         code = 70

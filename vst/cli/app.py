@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-import getpass
-import json
 import os
-import socket
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from vst.errors import NotAStore
-from vst.objects.commit import Signature
 from vst.store import Store
 
+if TYPE_CHECKING:
+    from vst.objects.commit import Signature
 
-@dataclass
+
 class App:
-    store_url: str | None
-    quiet: bool = False
-    json: bool = False
-    debug: bool = False
-    _store: Store | None = field(default=None, repr=False)
+    """The global options, and the store opened once for the command."""
+
+    def __init__(self, store_url: str | None, quiet: bool = False, json: bool = False,
+                 debug: bool = False) -> None:
+        self.store_url = store_url
+        self.quiet = quiet
+        self.json = json
+        self.debug = debug
+        self._store: Store | None = None
 
     def store_path(self) -> str:
         if self.store_url:
@@ -54,11 +55,15 @@ class App:
             click.echo(f"vst: warning: {message}", err=True)
 
     def emit_json(self, record: dict[str, Any]) -> None:
+        import json
+
         click.echo(json.dumps(record, sort_keys=False))
 
     def identity(self, role: str, store: Store | None = None) -> Signature:
         """Author or committer from VST_<ROLE>_NAME/EMAIL/DATE, then the store's [user]
         table, then the login name and host name."""
+        import socket
+
         from vst.plumbing.ident import signature
 
         user = store.config.get("user") if store else None
@@ -96,6 +101,8 @@ def tune_allocator() -> None:
 
 
 def _login() -> str:
+    import getpass
+
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from vst.errors import UnsupportedFormat
 
@@ -12,8 +11,7 @@ KIB = 1024
 MIB = 1024 * KIB
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkParams:
+class ChunkParams(NamedTuple):
     """Chunker parameters. They are recorded in the store config: changing them would stop
     new data from deduplicating against old data, so a store keeps its parameters forever.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vst.errors import CorruptConfig
 from vst.objects.oid import Oid
@@ -31,18 +31,16 @@ CREATE TABLE IF NOT EXISTS pack_copies (
 _BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):
     pack: Oid
     offset: int
     length: int
 
 
-@dataclass(frozen=True, slots=True)
-class PackRow:
+class PackRow(NamedTuple):
     pack: Oid
     size: int
-    count: int
+    objects: int
     volumes: tuple[str, ...]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from vst.errors import (
     CorruptObject,
@@ -22,21 +22,22 @@ from vst.errors import (
     VolumeError,
     VstError,
 )
-from vst.objects.chunks import ChunkList
-from vst.objects.commit import Commit
 from vst.objects.ids import IdScheme
 from vst.objects.index import Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
 from vst.objects.pack import PackIndex, PackWriter
 from vst.objects.seal import HEADER as RECORD_HEADER
 from vst.objects.seal import read_header, seal, unseal
-from vst.objects.tree import Tree
 from vst.objects.types import ObjectType
 from vst.remotes.volume import Volume
 
+if TYPE_CHECKING:  # the codecs are imported where used: `cat-file -t` starts faster
+    from vst.objects.chunks import ChunkList
+    from vst.objects.commit import Commit
+    from vst.objects.tree import Tree
 
-@dataclass(frozen=True, slots=True)
-class VolumeRef:
+
+class VolumeRef(NamedTuple):
     """A volume as the store knows it: its name in the config, its id, its backend."""
 
     name: str
@@ -118,12 +119,18 @@ class ObjectDatabase:
         return content
 
     def read_tree(self, oid: Oid) -> Tree:
+        from vst.objects.tree import Tree
+
         return Tree.decode(self.get_typed(oid, ObjectType.TREE), oid)
 
     def read_commit(self, oid: Oid) -> Commit:
+        from vst.objects.commit import Commit
+
         return Commit.decode(self.get_typed(oid, ObjectType.COMMIT), oid)
 
     def read_chunk_list(self, oid: Oid) -> ChunkList:
+        from vst.objects.chunks import ChunkList
+
         return ChunkList.decode(self.get_typed(oid, ObjectType.CHUNKS), oid)
 
     def resolve_prefix(self, prefix: str) -> Oid:

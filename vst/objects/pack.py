@@ -20,6 +20,7 @@ import itertools
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 
@@ -40,8 +41,7 @@ def pack_id(data: bytes | bytearray | memoryview) -> Oid:
     return Oid(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest())
 
 
-@dataclass(frozen=True, slots=True)
-class PackEntry:
+class PackEntry(NamedTuple):
     oid: Oid
     offset: int
     length: int

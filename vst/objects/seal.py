@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from vst.errors import CorruptObject, UnsupportedFormat
 from vst.objects.ids import IdScheme
@@ -96,8 +95,7 @@ def seal(oid: Oid, kind: ObjectType, content: bytes | memoryview, level: int = 3
     return HEADER.pack(oid.raw, kind, flags, len(content)) + body
 
 
-@dataclass(frozen=True, slots=True)
-class RecordHeader:
+class RecordHeader(NamedTuple):
     oid: Oid
     kind: ObjectType
     flags: int

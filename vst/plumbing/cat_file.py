@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 from vst.errors import Corrupt, CorruptObject, NotFound, ObjectMissing, UsageError
 from vst.objects.oid import Oid
-from vst.objects.tree import Tree
 from vst.objects.types import ObjectType
 from vst.plumbing.rev_parse import rev_parse
 from vst.store import Store
@@ -25,6 +24,7 @@ def exists(store: Store, name: str) -> bool:
 def pretty(kind: ObjectType, content: bytes) -> bytes:
     """``-p``: trees as ls-tree records, chunk lists as '<id> <size>' lines, others raw."""
     if kind == ObjectType.TREE:
+        from vst.objects.tree import Tree
         from vst.plumbing.ls_tree import Listed, format_record
 
         tree = Tree.decode(content)
