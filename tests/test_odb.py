@@ -418,3 +418,20 @@ def test_fallback_when_the_first_copy_has_bad_flags(two_volumes: Store, flags: i
     data[location.offset + 33] = flags  # id (32), type (1), flags
     path.write_bytes(bytes(data))
     assert two_volumes.odb.get(oid) == (BLOB, content)
+
+
+def test_packs_are_spooled_and_leave_no_temporary_files(tmp_path: Path) -> None:
+    store = Store.init(str(tmp_path / "s"), pack_size=4096)
+    try:
+        spool = tmp_path / "s" / "tmp"
+        with store.odb.writer() as writer:
+            oids = [writer.put(ObjectType.BLOB, os.urandom(3000)) for _ in range(10)]
+        assert list(spool.iterdir()) == []
+        assert all(store.odb.get(oid)[1] for oid in oids)
+        with pytest.raises(RuntimeError), store.odb.writer() as writer:
+            writer.put(ObjectType.BLOB, b"abandoned")
+            raise RuntimeError("interrupted")
+        assert list(spool.iterdir()) == []
+        assert not store.odb.has(store.odb.ids.compute(ObjectType.BLOB, b"abandoned"))
+    finally:
+        store.close()

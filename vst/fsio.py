@@ -156,6 +156,52 @@ class FileSystem:
             _remove_quietly(temp)
             raise
 
+    # -- spool files: written piece by piece, then linked into place --------------------------
+
+    def open_spool(self, directory: str) -> tuple[int, str]:
+        """A new temporary file in ``directory`` to fill with ``write_all``; returns (fd, path).
+        Temporary names start with '.tmp-', which volume listings skip."""
+        path = os.path.join(directory, f".tmp-{os.urandom(8).hex()}-spool")
+        try:
+            return self._open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), path
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot create '{path}'") from exc
+
+    def write_all(self, fd: int, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._write(fd, view):]
+        except OSError as exc:
+            raise from_os_error(exc, "cannot write a temporary file") from exc
+
+    def sync_and_close(self, fd: int) -> None:
+        """fsync then close; an fsync failure is final (never retried) and closes too."""
+        try:
+            try:
+                self._fsync(fd)
+            finally:
+                self._close(fd)
+        except OSError as exc:
+            raise from_os_error(exc, "cannot sync a temporary file") from exc
+
+    def link_file(self, source: str, target: str) -> bool:
+        """Durably give the (already synced) file ``source`` the name ``target``, never
+        replacing an existing ``target`` (False then). Undone if the directory fsync fails."""
+        try:
+            try:
+                self._link(source, target)
+            except FileExistsError:
+                return False
+            try:
+                self.fsync_dir(os.path.dirname(target) or ".")
+            except BaseException:
+                _remove_quietly(target)
+                raise
+        except OSError as exc:
+            raise from_os_error(exc, f"cannot write '{target}'") from exc
+        return True
+
     def append(self, path: str, data: bytes) -> None:
         """Append ``data`` to ``path`` (created if missing) and make it durable.
 

@@ -26,7 +26,7 @@ import stat
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import BinaryIO
 
@@ -52,15 +52,22 @@ SEAL_JOB_BYTES = 1024 * 1024
 class Stored:
     """What a file or byte string became. Complete once ``Ingest.finish`` returns.
 
-    ``st`` is the file's status as opened (``add_path``); ``skipped`` says why a path was
-    not stored (it vanished, or is no longer a regular file)."""
+    ``mode`` and ``mtime_ns`` are the file's as opened (0 for byte strings); ``skipped``
+    says why a path was not stored (it vanished, or is no longer a regular file). Only these
+    few fields are kept, not the whole stat result: a tree of a million files holds a
+    million of these."""
 
     oid: Oid | None = None
     kind: ObjectType = ObjectType.BLOB
     size: int = 0
-    st: os.stat_result | None = None
+    mode: int = 0
+    mtime_ns: int = 0
     skipped: str | None = None
-    chunks: list[tuple[Oid, int] | None] = field(default_factory=list)
+    chunks: list[tuple[Oid, int] | None] | None = None
+
+    def note(self, st: os.stat_result) -> None:
+        self.mode = stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)
+        self.mtime_ns = st.st_mtime_ns
 
 
 @dataclass(slots=True)
@@ -237,7 +244,7 @@ class Ingest:
     def _chunk_path(self, stored: Stored, path: bytes) -> None:
         try:
             with open_nofollow(path) as f:
-                stored.st = os.fstat(f.fileno())
+                stored.note(os.fstat(f.fileno()))
                 self._add_chunks(stored, f)
         except FileNotFoundError:
             stored.skipped = "vanished while being read"
@@ -246,6 +253,8 @@ class Ingest:
 
     def _add_chunks(self, stored: Stored, stream: BinaryIO) -> None:
         for index, chunk in enumerate(self.chunker.split_stream(stream)):
+            if stored.chunks is None:
+                stored.chunks = []
             stored.chunks.append(None)
             self._submit(partial(self._hash, ObjectType.BLOB, chunk),
                          [partial(_set_chunk, stored, index)], len(chunk))
@@ -260,7 +269,7 @@ class Ingest:
 
     def add_path(self, path: bytes) -> Stored:
         """Store the regular file at ``path`` (opened without following symlinks). Its status
-        lands in ``Stored.st``; a path that vanished or changed type is marked ``skipped``."""
+        lands in ``Stored.mode`` and ``mtime_ns``; a path that vanished or changed type is marked ``skipped``."""
         stored = Stored()
         self._paths.append((path, _PathDone(stored, path)))
         if len(self._paths) >= PATHS_PER_JOB:
@@ -274,7 +283,7 @@ class Ingest:
         stored = Stored()
         try:
             with open(path, "rb", buffering=0) as f:
-                stored.st = os.fstat(f.fileno())
+                stored.note(os.fstat(f.fileno()))
                 self._add_chunks(stored, f)
         except OSError as exc:
             raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
@@ -301,9 +310,10 @@ class Ingest:
         self._large.clear()
 
     def _finish_large(self, stored: Stored) -> None:
-        pairs = [c for c in stored.chunks if c is not None]
-        assert len(pairs) == len(stored.chunks), "chunk jobs still in flight"
-        stored.chunks = []
+        chunks = stored.chunks or []
+        pairs = [c for c in chunks if c is not None]
+        assert len(pairs) == len(chunks), "chunk jobs still in flight"
+        stored.chunks = None
         stored.size = sum(size for _, size in pairs)
         if len(pairs) == 1:
             stored.oid, stored.kind = pairs[0][0], ObjectType.BLOB
@@ -328,7 +338,8 @@ class _PathDone:
         self.path = path
 
     def __call__(self, piece: _Piece) -> None:
-        self.stored.st = piece.st
+        if piece.st is not None:
+            self.stored.note(piece.st)
         self.stored.skipped = piece.skipped
         if piece.oid is not None:
             self.stored.oid, self.stored.size = piece.oid, len(piece.data)
@@ -340,6 +351,7 @@ def _set_result(stored: Stored, piece: _Piece) -> None:
 
 def _set_chunk(stored: Stored, index: int, piece: _Piece) -> None:
     assert piece.oid is not None
+    assert stored.chunks is not None
     stored.chunks[index] = (piece.oid, len(piece.data))
 
 

@@ -188,7 +188,7 @@ class Store:
             "pack": {"target_size": pack_size, "compression_level": compression_level},
             "volumes": {"default": {"url": "volumes/default", "id": _new_id()}},
         }
-        for sub in ("collections", "refs", "logs", "locks", "keys", "hooks",
+        for sub in ("collections", "refs", "logs", "locks", "keys", "hooks", "tmp",
                     "volumes/default"):
             fs.makedirs(os.path.join(path, sub))
         store = cls(path, config, fs=fs, warn=warn)
@@ -286,8 +286,12 @@ class Store:
             from vst.objects.index import ObjectIndex
             from vst.objects.odb import ObjectDatabase
 
+            spool_dir = self._file("tmp")
+            if not os.path.isdir(spool_dir):
+                self.fs.makedirs(spool_dir)
             self._odb = ObjectDatabase(self.volumes(), ObjectIndex(self._file("index.sqlite")),
-                                       PLAIN_IDS, self.pack_size, self.compression_level)
+                                       PLAIN_IDS, self.pack_size, self.compression_level,
+                                       spool_dir=spool_dir, fs=self.fs)
         return self._odb
 
     def close(self) -> None:

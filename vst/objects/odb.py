@@ -8,9 +8,11 @@ Reads re-verify every object against its id and fall back to another volume's co
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from vst.errors import (
@@ -22,10 +24,11 @@ from vst.errors import (
     VolumeError,
     VstError,
 )
+from vst.fsio import DEFAULT_FS, FileSystem
 from vst.objects.ids import IdScheme
 from vst.objects.index import Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
-from vst.objects.pack import PackIndex, PackWriter
+from vst.objects.pack import PackIndex, PackStream
 from vst.objects.seal import HEADER as RECORD_HEADER
 from vst.objects.seal import read_header, seal, unseal
 from vst.objects.types import ObjectType
@@ -52,8 +55,11 @@ def pack_name(pack: Oid) -> str:
 
 class ObjectDatabase:
     def __init__(self, volumes: list[VolumeRef], index: ObjectIndex, ids: IdScheme,
-                 pack_size: int = 16 * 1024 * 1024, compression_level: int = 3) -> None:
+                 pack_size: int = 16 * 1024 * 1024, compression_level: int = 3, *,
+                 spool_dir: str, fs: FileSystem = DEFAULT_FS) -> None:
         self.volumes = volumes
+        self.spool_dir = spool_dir
+        self.fs = fs
         self.index = index
         self.ids = ids
         self.pack_size = pack_size
@@ -153,24 +159,57 @@ class ObjectDatabase:
         return volume.backend.load(pack_name(pack))
 
     def store_pack(self, pack: Oid, data: bytes | bytearray, index: PackIndex) -> None:
-        """Write a finished pack to every volume, then index it."""
+        """Write a finished in-memory pack to every volume, then index it."""
         written = []
         for volume in self.volumes:
             volume.backend.store(pack_name(pack), data, overwrite=False)
             written.append(volume.volume_id)
         self.index.add_pack(pack, len(data), index.entries, written)
 
+    def store_spooled(self, spooled: _Spooled) -> None:
+        """Make a spooled pack durable, put it on every volume, then index it: packs first,
+        the index second (the caller moves refs last)."""
+        try:
+            self.fs.sync_and_close(spooled.fd)
+            written = []
+            for number, volume in enumerate(self.volumes, 1):
+                # The last volume may adopt the spool file itself; the others get copies.
+                volume.backend.store_file(pack_name(spooled.pack), spooled.path,
+                                          take=number == len(self.volumes))
+                written.append(volume.volume_id)
+            self.index.add_pack(spooled.pack, spooled.size, spooled.pack_index.entries, written)
+        finally:
+            # A temporary name: nothing to make durable about its removal.
+            try:
+                os.unlink(spooled.path)
+            except OSError:
+                pass
+
+
+class _Spooled(NamedTuple):
+    """A finished pack in a spool file, on its way to the volumes."""
+
+    pack: Oid
+    fd: int
+    path: str
+    size: int
+    pack_index: PackIndex
+
 
 class ObjectWriter:
-    """Buffers new objects into packs. Use as a context manager; ``close`` makes everything
-    durable and indexed (or raises). Not thread-safe: one thread adds; packs are written on a
-    background thread while the next one fills."""
+    """Writes new objects into packs. Use as a context manager; ``close`` makes everything
+    durable and indexed (or raises). Not thread-safe: one thread adds.
+
+    Records go straight into a spool file as they arrive (memory stays flat however large
+    the commit); a full pack is handed to a background thread that syncs it and links it
+    into place on the volumes while the next one fills."""
 
     def __init__(self, odb: ObjectDatabase) -> None:
         self.odb = odb
-        self._pack = PackWriter()
+        self._pack: PackStream | None = None
+        self._spool: tuple[int, str] | None = None
         self._pending: set[Oid] = set()
-        self._queue: queue.Queue[tuple[Oid, bytearray, PackIndex] | None] = queue.Queue()
+        self._queue: queue.Queue[_Spooled | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name="vst-pack-writer", daemon=True)
         self._thread.start()
@@ -206,24 +245,33 @@ class ObjectWriter:
         self._raise_if_failed()
         if oid in self._pending:
             return
-        self._pending.add(oid)
+        if self._pack is None:
+            fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
+            self._spool = (fd, path)
+            self._pack = PackStream(partial(self.odb.fs.write_all, fd))
         self._pack.add(oid, record)
+        self._pending.add(oid)
         self.objects_written += 1
         self.bytes_written += len(record)
         if self._pack.size >= self.odb.pack_size:
             self.flush()
 
     def flush(self) -> None:
-        if len(self._pack):
-            finished = self._pack.finish()
-            self._pack = PackWriter()
-            self._put_queue(finished)
+        if self._pack is None or self._spool is None:
+            return
+        pack, index = self._pack.finish()
+        fd, path = self._spool
+        spooled = _Spooled(pack, fd, path, self._pack.size, index)
+        self._pack = self._spool = None
+        self._hand_over(spooled)
 
-    def _put_queue(self, item: tuple[Oid, bytearray, PackIndex] | None) -> None:
-        # Hand over only when the previous pack is written: one pack filling and one being
-        # written overlap the CPU with the disk, and memory stays at two packs.
+    def _hand_over(self, item: _Spooled | None) -> None:
+        # Only when the previous pack is written: one pack filling while one is synced and
+        # linked keeps the disk busy, and dirty data in the page cache bounded.
         self._queue.join()
-        self._raise_if_failed()
+        if item is not None and self._error is not None:
+            self._discard(item.fd, item.path)
+            raise self._error
         self._queue.put(item)
 
     def close(self) -> None:
@@ -236,14 +284,25 @@ class ObjectWriter:
         self._raise_if_failed()
 
     def abort(self) -> None:
-        """Stop without flushing what is buffered; packs already handed over still finish."""
+        """Stop without keeping the pack being filled; packs already handed over finish."""
         if not self._closed:
+            if self._spool is not None:
+                self._discard(*self._spool)
+                self._pack = self._spool = None
             self._stop()
+
+    def _discard(self, fd: int, path: str) -> None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
     def _stop(self) -> None:
         self._closed = True
-        # The drain thread consumes every item even after a failure, so this put waits for
-        # at most one pack write.
         self._queue.put(None)
         self._thread.join()
 
@@ -258,9 +317,10 @@ class ObjectWriter:
                 if item is None:
                     return
                 if self._error is None:
-                    self.odb.store_pack(*item)
+                    self.odb.store_spooled(item)
+                else:
+                    self._discard(item.fd, item.path)
             except BaseException as exc:  # re-raised on the adding thread
                 self._error = exc
             finally:
                 self._queue.task_done()
-

@@ -59,47 +59,62 @@ class PackIndex:
         return len(self.entries)
 
 
-class PackWriter:
-    """Accumulates records in memory; ``finish`` returns the pack's name, bytes and index."""
+class PackStream:
+    """Writes a pack through ``sink`` as records arrive, hashing on the way: a pack never
+    has to sit whole in memory. ``finish`` emits the index and footer and returns the
+    pack's name (the BLAKE3 of everything emitted) and index."""
 
-    def __init__(self) -> None:
-        self._buffer = bytearray(MAGIC)
+    def __init__(self, sink: Callable[[bytes | bytearray | memoryview], object]) -> None:
+        self._sink = sink
+        self._hasher = blake3.blake3()
         self._entries: dict[Oid, PackEntry] = {}
+        self.size = 0
+        self._emit(MAGIC)
+
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        self._hasher.update(data)
+        self._sink(data)
+        self.size += len(data)
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def size(self) -> int:
-        return len(self._buffer)
-
     def __contains__(self, oid: Oid) -> bool:
         return oid in self._entries
 
-    def add(self, oid: Oid, record: bytes | memoryview) -> None:
+    def add(self, oid: Oid, record: bytes | bytearray | memoryview) -> None:
         if oid in self._entries:
             return
-        self._entries[oid] = PackEntry(oid, len(self._buffer), len(record))
-        self._buffer += record
+        self._entries[oid] = PackEntry(oid, self.size, len(record))
+        self._emit(record)
+
+    def finish(self) -> tuple[Oid, PackIndex]:
+        entries = tuple(sorted(self._entries.values(), key=lambda e: e.oid.raw))
+        index_offset = self.size
+        index = b"".join(_ENTRY.pack(e.oid.raw, e.offset, e.length) for e in entries)
+        self._emit(index)
+        self._emit(_FOOTER.pack(index_offset, len(entries), 0, blake3.blake3(index).digest(),
+                                END_MAGIC))
+        return Oid(self._hasher.digest()), PackIndex(entries, index_offset)
+
+
+class PackWriter(PackStream):
+    """A pack built in memory; ``finish`` returns its name, bytes and index."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        super().__init__(self._buffer.extend)
 
     def record(self, oid: Oid) -> memoryview | None:
-        """A record added but not yet written, so objects can be read back before flush."""
+        """A record added but not yet finished, read back from the buffer."""
         entry = self._entries.get(oid)
         if entry is None:
             return None
         return memoryview(self._buffer)[entry.offset:entry.offset + entry.length]
 
-    def finish(self) -> tuple[Oid, bytearray, PackIndex]:
-        """Seal the pack. Its buffer is returned as is, not copied (16 MiB per pack add up):
-        the writer must not be used afterwards."""
-        entries = tuple(sorted(self._entries.values(), key=lambda e: e.oid.raw))
-        index_offset = len(self._buffer)
-        index = b"".join(_ENTRY.pack(e.oid.raw, e.offset, e.length) for e in entries)
-        self._buffer += index
-        self._buffer += _FOOTER.pack(index_offset, len(entries), 0,
-                                     blake3.blake3(index).digest(), END_MAGIC)
-        data, self._buffer = self._buffer, bytearray()
-        return pack_id(data), data, PackIndex(entries, index_offset)
+    def finish(self) -> tuple[Oid, bytearray, PackIndex]:  # type: ignore[override]
+        pack, index = super().finish()
+        return pack, self._buffer, index
 
 
 def read_index(load: Callable[[int, int], bytes], pack_size: int, name: str) -> PackIndex:

@@ -113,10 +113,13 @@ def _store_tree(writer: ObjectWriter, node: _Dir, warn: Warn) -> Oid:
         if child.skipped:
             warn(f"skipping '{os.fsdecode(name)}': {child.skipped}")
             continue
-        st = child.st or listed_st
-        assert child.oid is not None and st is not None, "ingest.finish() resolves every file"
-        entries.append(TreeEntry(name, _mode(st), child.kind, child.oid, child.size,
-                                 st.st_mtime_ns))
+        assert child.oid is not None, "ingest.finish() resolves every file"
+        if child.mode:  # a file: its status as the worker opened it
+            mode, mtime_ns = child.mode, child.mtime_ns
+        else:  # a symlink's target, stored as bytes: the status from the listing
+            assert listed_st is not None
+            mode, mtime_ns = _mode(listed_st), listed_st.st_mtime_ns
+        entries.append(TreeEntry(name, mode, child.kind, child.oid, child.size, mtime_ns))
     return writer.put(ObjectType.TREE, Tree.from_entries(entries).encode())
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 
-from vst.errors import NotFound, VolumeUnreachable, from_os_error
+from vst.errors import NotFound, VolumeUnreachable, VstError, from_os_error
 from vst.fsio import DEFAULT_FS, FileSystem
 from vst.remotes.volume import Volume, VolumeInfo, check_name
 
@@ -46,6 +47,23 @@ class LocalVolume(Volume):
         if not os.path.isdir(directory):
             self.fs.makedirs(directory)
         return self.fs.write_file(path, data, overwrite=overwrite)
+
+    def store_file(self, name: str, path: str, *, take: bool = False) -> bool:
+        if not take:
+            # A hard link would make two "copies" one inode: one bad sector, both lost.
+            return super().store_file(name, path)
+        target = self._path(name)
+        self.check_reachable()
+        directory = os.path.dirname(target)
+        if not os.path.isdir(directory):
+            self.fs.makedirs(directory)
+        try:
+            return self.fs.link_file(path, target)
+        except VstError as exc:
+            # Another filesystem (EXDEV): copy instead of linking.
+            if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EXDEV:
+                raise
+        return super().store_file(name, path)
 
     def size(self, name: str) -> int:
         try:

@@ -48,6 +48,16 @@ class Volume(abc.ABC):
         ``name``, even after a crash. With ``overwrite=False`` an existing object is kept
         and False returned. Returns True when written."""
 
+    def store_file(self, name: str, path: str, *, take: bool = False) -> bool:
+        """Make the content of the local, already synced file ``path`` durable under
+        ``name``, never overwriting (False when ``name`` exists). With ``take`` the caller
+        gives the file up, so a backend may adopt it (a hard link) instead of copying; without
+        it the volume must end up with its own copy. Backends that can do better than reading
+        the file into memory (a link, a multipart upload) override this."""
+        from vst.fsio import read_file
+
+        return self.store(name, read_file(path), overwrite=False)
+
     @abc.abstractmethod
     def size(self, name: str) -> int:
         """The size in bytes of ``name``; NotFound when missing."""
