@@ -1,3 +1,5 @@
 from vst.cli import main
 
-main()
+# Guarded: worker processes import the main module and must not run the command again.
+if __name__ == "__main__":
+    main()

@@ -21,19 +21,22 @@ stays flat from one small file to a terabyte.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
+import signal
 import stat
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from vst.errors import from_os_error
 from vst.objects.chunking import Chunker, ChunkParams
 from vst.objects.chunks import ChunkList
 from vst.objects.ids import IdScheme
+from vst.objects.index import ObjectIndex
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
 from vst.objects.seal import seal
@@ -46,6 +49,7 @@ MAX_JOBS = 64  # jobs in flight
 # in a VM): small files are read, and small objects sealed, many to a job.
 PATHS_PER_JOB = 32
 SEAL_JOB_BYTES = 1024 * 1024
+PROCESS_THRESHOLD = 2048  # small files before worker processes start (when allowed)
 
 
 @dataclass(slots=True)
@@ -73,14 +77,19 @@ class Stored:
 @dataclass(slots=True)
 class _Piece:
     """One job's outcome: hashed content, or a path to chunk on the adding thread, or a
-    path to skip."""
+    path to skip. A piece from a worker process comes ``sealed``: its ``record`` is ready
+    for the pack (None when the index already held the object) and ``data`` is dropped."""
 
     oid: Oid | None
     kind: ObjectType
     data: bytes
-    st: os.stat_result | None = None
+    size: int = 0
+    mode: int = 0
+    mtime_ns: int = 0
     large: bool = False
     skipped: str | None = None
+    sealed: bool = False
+    record: bytes | None = None
 
 
 Done = Callable[[_Piece], None]
@@ -95,7 +104,8 @@ class Ingest:
     def __init__(self, params: ChunkParams, ids: IdScheme, writer: ObjectWriter | None,
                  compression_level: int = 3, workers: int | None = None,
                  io_workers: int | None = None,
-                 on_bytes: Callable[[int], None] | None = None) -> None:
+                 on_bytes: Callable[[int], None] | None = None,
+                 processes: bool = False) -> None:
         self.params = params
         self.ids = ids
         self.writer = writer
@@ -116,46 +126,30 @@ class Ingest:
         self._large: list[Stored] = []
         self._deferred: deque[tuple[Stored, bytes]] = deque()
         self._on_bytes = on_bytes
+        self._cores = cores
+        self._use_processes = processes
+        self._process_pool: ProcessPoolExecutor | None = None
+        self._small_paths = 0
 
     def __enter__(self) -> Ingest:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._process_pool is not None:
+            self._process_pool.shutdown(wait=True, cancel_futures=True)
         self._io_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- worker stages ------------------------------------------------------------------------
 
     def _hash(self, kind: ObjectType, data: bytes) -> list[_Piece]:
-        return [_Piece(self.ids.compute(kind, data), kind, data)]
+        return [_Piece(self.ids.compute(kind, data), kind, data, len(data))]
 
     def _open_and_hash_many(self, paths: list[bytes]) -> list[_Piece]:
         return [self._open_and_hash(path) for path in paths]
 
     def _open_and_hash(self, path: bytes) -> _Piece:
-        try:
-            # O_NONBLOCK: a FIFO swapped in since the directory was listed must not hang us.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return _Piece(None, ObjectType.BLOB, b"", skipped="vanished while being read")
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return _Piece(None, ObjectType.BLOB, b"", skipped="became a symlink")
-            raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return _Piece(None, ObjectType.BLOB, b"", st, skipped="not a regular file")
-            if st.st_size > self.params.min:
-                return _Piece(None, ObjectType.BLOB, b"", st, large=True)
-            data = _read_fd(fd, st.st_size)
-        except OSError as exc:
-            raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
-        finally:
-            os.close(fd)
-        if len(data) > self.params.min:  # it grew: chunk it like any large file
-            return _Piece(None, ObjectType.BLOB, b"", st, large=True)
-        return _Piece(self.ids.compute(ObjectType.BLOB, data), ObjectType.BLOB, data, st)
+        return open_and_hash(path, self.params.min, self.ids)
 
     def _seal_many(self, pieces: list[_Piece]) -> list[tuple[Oid, bytes]]:
         sealed = []
@@ -166,20 +160,48 @@ class Ingest:
 
     # -- adding-thread stages -------------------------------------------------------------------
 
-    def _submit(self, job: Callable[[], list[_Piece]], dones: list[Done], size: int, *,
-                io: bool = False) -> None:
+    def _submit(self, start: Callable[[], Future[list[_Piece]]], dones: list[Done],
+                size: int) -> None:
+        """Start a job (``start`` submits it to a pool) once there is room in the window."""
         while self._opening and (len(self._opening) >= MAX_JOBS
                                  or self._held + size > BUDGET):
             self._complete_open()
         self._held += size
-        pool = self._io_pool if io else self._pool
-        self._opening.append((pool.submit(job), dones, size))
+        self._opening.append((start(), dones, size))
 
     def _flush_paths(self) -> None:
-        if self._paths:
-            paths, self._paths = self._paths, []
-            self._submit(partial(self._open_and_hash_many, [path for path, _ in paths]),
-                         [done for _, done in paths], 0, io=True)
+        if not self._paths:
+            return
+        paths, self._paths = self._paths, []
+        names = [path for path, _ in paths]
+        self._small_paths += len(paths)
+        pool = self._worker_processes()
+        if pool is not None:
+            start = partial(pool.submit, _process_batch, names)
+        else:
+            start = partial(self._io_pool.submit, self._open_and_hash_many, names)
+        self._submit(start, [done for _, done in paths], 0)
+
+    def _worker_processes(self) -> ProcessPoolExecutor | None:
+        """Worker processes for many small files, started once there are enough of them to
+        pay for the start (~0.1 s): threads of one process spend most of their time
+        handing the GIL to each other on such work (2 million futex calls for 50,000
+        files), processes do not. Four per core, because a cold disk serves many reads in
+        flight faster than few (50,000 files: 9.0 s with 2 processes, 7.0 s with 4, 6.8 s
+        with 8, on 2 cores)."""
+        if self._process_pool is None and self._use_processes \
+                and self._small_paths >= PROCESS_THRESHOLD:
+            context = multiprocessing.get_context("forkserver")
+            # Import the worker's modules once in the fork server, not in every worker.
+            context.set_forkserver_preload(["vst.ingest"])
+            index = self.writer.odb.index.path if self.writer is not None else None
+            try:
+                self._process_pool = ProcessPoolExecutor(
+                    4 * self._cores, mp_context=context, initializer=_process_init,
+                    initargs=(self.params.min, self.ids.key, self.level, index))
+            except OSError:
+                self._use_processes = False  # no processes here: threads will do
+        return self._process_pool
 
     def _complete_open(self) -> None:
         future, dones, reserved = self._opening.popleft()
@@ -192,8 +214,14 @@ class Ingest:
                 if piece.large:
                     assert isinstance(done, _PathDone)
                     self._deferred.append((done.stored, done.path))
-                continue
-            self._batch.append((piece, done))
+            elif piece.sealed:  # a worker process hashed, checked and sealed it
+                if piece.record is not None and self.writer is not None:
+                    self.writer.add_record(piece.oid, piece.record)
+                if self._on_bytes:
+                    self._on_bytes(piece.size)
+                done(piece)
+            else:
+                self._batch.append((piece, done))
         if len(self._batch) >= BATCH_COUNT or not self._opening:
             self._dedup()
 
@@ -257,7 +285,7 @@ class Ingest:
             if stored.chunks is None:
                 stored.chunks = []
             stored.chunks.append(None)
-            self._submit(partial(self._hash, ObjectType.BLOB, chunk),
+            self._submit(partial(self._pool.submit, self._hash, ObjectType.BLOB, chunk),
                          [partial(_set_chunk, stored, index)], len(chunk))
         self._large.append(stored)
 
@@ -265,7 +293,8 @@ class Ingest:
 
     def add_bytes(self, kind: ObjectType, data: bytes) -> Stored:
         stored = Stored(kind=kind)
-        self._submit(partial(self._hash, kind, data), [partial(_set_result, stored)], len(data))
+        self._submit(partial(self._pool.submit, self._hash, kind, data),
+                     [partial(_set_result, stored)], len(data))
         return stored
 
     def add_path(self, path: bytes) -> Stored:
@@ -329,6 +358,69 @@ class Ingest:
             stored.oid = self.ids.compute(stored.kind, content)
 
 
+def open_and_hash(path: bytes, small: int, ids: IdScheme) -> _Piece:
+    """Open ``path`` without following a symlink, and read and hash it if it is a regular
+    file of at most ``small`` bytes; otherwise say why not (large, vanished, not a file)."""
+    try:
+        # O_NONBLOCK: a FIFO swapped in since the directory was listed must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _Piece(None, ObjectType.BLOB, b"", skipped="vanished while being read")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _Piece(None, ObjectType.BLOB, b"", skipped="became a symlink")
+        raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+    try:
+        st = os.fstat(fd)
+        mode = stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)
+        if not stat.S_ISREG(st.st_mode):
+            return _Piece(None, ObjectType.BLOB, b"", 0, mode, st.st_mtime_ns,
+                          skipped="not a regular file")
+        data = _read_fd(fd, st.st_size) if st.st_size <= small else b""
+    except OSError as exc:
+        raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+    finally:
+        os.close(fd)
+    if st.st_size > small or len(data) > small:  # large, or grew: chunk it on the adder
+        return _Piece(None, ObjectType.BLOB, b"", 0, mode, st.st_mtime_ns, large=True)
+    return _Piece(ids.compute(ObjectType.BLOB, data), ObjectType.BLOB, data, len(data), mode,
+                  st.st_mtime_ns)
+
+
+class _ProcessState(NamedTuple):
+    small: int
+    ids: IdScheme
+    level: int
+    known: ObjectIndex | None
+
+
+_process_state: _ProcessState | None = None
+
+
+def _process_init(small: int, id_key: bytes | None, level: int, index_path: str | None) -> None:
+    """Runs once in each worker process."""
+    global _process_state
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    index = ObjectIndex(index_path, read_only=True) if index_path else None
+    _process_state = _ProcessState(small, IdScheme(id_key), level, index)
+
+
+def _process_batch(paths: list[bytes]) -> list[_Piece]:
+    """Read, hash, and seal what the index lacks, for a batch of small files, in a worker
+    process. Only ids, sizes, statuses and sealed records travel back to the parent."""
+    state = _process_state
+    assert state is not None, "worker process not initialised"
+    pieces = [open_and_hash(path, state.small, state.ids) for path in paths]
+    known = state.known.has_many(p.oid for p in pieces if p.oid) if state.known else set()
+    for piece in pieces:
+        if piece.oid is not None:
+            piece.sealed = True
+            if state.known is not None and piece.oid not in known:
+                piece.record = seal(piece.oid, piece.kind, piece.data, state.level)
+            piece.data = b""
+    return pieces
+
+
 class _PathDone:
     """Completion of an ``add_path`` job: record the outcome, or queue a large file."""
 
@@ -339,21 +431,20 @@ class _PathDone:
         self.path = path
 
     def __call__(self, piece: _Piece) -> None:
-        if piece.st is not None:
-            self.stored.note(piece.st)
+        self.stored.mode, self.stored.mtime_ns = piece.mode, piece.mtime_ns
         self.stored.skipped = piece.skipped
         if piece.oid is not None:
-            self.stored.oid, self.stored.size = piece.oid, len(piece.data)
+            self.stored.oid, self.stored.size = piece.oid, piece.size
 
 
 def _set_result(stored: Stored, piece: _Piece) -> None:
-    stored.oid, stored.size = piece.oid, len(piece.data)
+    stored.oid, stored.size = piece.oid, piece.size
 
 
 def _set_chunk(stored: Stored, index: int, piece: _Piece) -> None:
     assert piece.oid is not None
     assert stored.chunks is not None
-    stored.chunks[index] = (piece.oid, len(piece.data))
+    stored.chunks[index] = (piece.oid, piece.size)
 
 
 def open_nofollow(path: bytes) -> BinaryIO:

@@ -47,10 +47,14 @@ class PackRow(NamedTuple):
 class ObjectIndex:
     """Thread-safe: one connection behind a lock (lookups are microseconds)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
         try:
+            if read_only:  # a helper process that only asks what is there
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60,
+                                           check_same_thread=False, isolation_level=None)
+                return
             self._db = sqlite3.connect(path, timeout=60, check_same_thread=False,
                                        isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

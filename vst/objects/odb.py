@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -186,31 +186,6 @@ class ObjectDatabase:
                 pass
 
 
-class _WriteBuffer:
-    """Gathers small writes into one system call per ``SIZE`` bytes: a tree of small files
-    makes records of a few KiB, and a write() each cost seconds of system time."""
-
-    SIZE = 1024 * 1024
-
-    def __init__(self, write: Callable[[bytes | bytearray | memoryview], None]) -> None:
-        self._write = write
-        self._pending = bytearray()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if len(data) >= self.SIZE:
-            self.flush()
-            self._write(data)
-            return
-        self._pending += data
-        if len(self._pending) >= self.SIZE:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._pending:
-            self._write(self._pending)
-            self._pending = bytearray()
-
-
 class _Spooled(NamedTuple):
     """A finished pack in a spool file, on its way to the volumes."""
 
@@ -233,7 +208,6 @@ class ObjectWriter:
         self.odb = odb
         self._pack: PackStream | None = None
         self._spool: tuple[int, str] | None = None
-        self._buffer = _WriteBuffer(lambda _data: None)
         self._pending: set[Oid] = set()
         self._queue: queue.Queue[_Spooled | None] = queue.Queue()
         self._error: BaseException | None = None
@@ -274,8 +248,7 @@ class ObjectWriter:
         if self._pack is None:
             fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
             self._spool = (fd, path)
-            self._buffer = _WriteBuffer(partial(self.odb.fs.write_all, fd))
-            self._pack = PackStream(self._buffer.write)
+            self._pack = PackStream(partial(self.odb.fs.write_all, fd))
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
@@ -287,7 +260,6 @@ class ObjectWriter:
         if self._pack is None or self._spool is None:
             return
         pack, index = self._pack.finish()
-        self._buffer.flush()
         fd, path = self._spool
         spooled = _Spooled(pack, fd, path, self._pack.size, index)
         self._pack = self._spool = None

@@ -46,7 +46,8 @@ def write_tree(store: Store, directory: str, *, warn: Warn = lambda _: None,
         raise UsageError(f"'{directory}' is not a directory")
     odb = store.odb
     with odb.writer() as writer, Ingest(store.chunk_params, odb.ids, writer,
-                                        store.compression_level, on_bytes=on_bytes) as ingest:
+                                        store.compression_level, on_bytes=on_bytes,
+                                        processes=True) as ingest:
         top = _Dir(st)
         # Explicit stacks, not recursion: a directory may nest deeper than Python's
         # recursion limit.
