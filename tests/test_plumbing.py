@@ -821,3 +821,45 @@ def test_ls_tree_piped_to_mktree(store: Store, tmp_path: Path, flag: str) -> Non
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == f"{tree}\n".encode()
     assert ran.stderr == b""
+
+
+def test_write_tree_with_worker_processes_matches_threads(tmp_path: Path) -> None:
+    """Enough small files to start worker processes: the tree must be the same one the
+    threads build, every object must verify, and duplicates are stored once."""
+    from vst.ingest import PROCESS_THRESHOLD
+
+    rng = random.Random(5)
+    root = tmp_path / "many"
+    contents = [rng.randbytes(rng.randrange(0, 3000)) for _ in range(PROCESS_THRESHOLD + 300)]
+    contents += contents[:200]  # duplicates
+    for number, data in enumerate(contents):
+        folder = root / f"d{number % 17}"
+        folder.mkdir(parents=True, exist_ok=True)
+        _write(folder / f"f{number}", data)
+    _write(root / "large.bin", rng.randbytes(1_500_000))  # chunked on the adding thread
+    os.mkfifo(root / "fifo")
+    trees = []
+    for name, processes in (("threads", False), ("processes", True)):
+        store = Store.init(str(tmp_path / name))
+        try:
+            tree = write_tree(store, str(root), processes=processes)
+            trees.append(tree)
+            assert fsck(store, full=True).problems == []
+            stored = {e.oid for e in _all_entries(store, tree)
+                      if e.is_file and e.name.startswith(b"f")}
+            assert stored == {PLAIN_IDS.compute(ObjectType.BLOB, data) for data in contents}
+            for entry in _all_entries(store, tree):
+                if entry.is_file:
+                    assert sum(len(p) for p in file_content(store, entry.oid)) == entry.size
+        finally:
+            store.close()
+    assert trees[0] == trees[1]
+
+
+def _all_entries(store: Store, tree: Oid) -> list[TreeEntry]:
+    entries = []
+    for entry in store.odb.read_tree(tree).entries:
+        entries.append(entry)
+        if entry.is_dir:
+            entries.extend(_all_entries(store, entry.oid))
+    return entries

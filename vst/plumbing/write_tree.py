@@ -36,7 +36,8 @@ class _Dir:
 
 
 def write_tree(store: Store, directory: str, *, warn: Warn = lambda _: None,
-               on_bytes: Callable[[int], None] | None = None) -> Oid:
+               on_bytes: Callable[[int], None] | None = None, processes: bool = True) -> Oid:
+    """Store ``directory``; ``processes`` allows worker processes for many small files."""
     root = os.fsencode(directory)
     try:
         st = os.stat(root)
@@ -47,7 +48,7 @@ def write_tree(store: Store, directory: str, *, warn: Warn = lambda _: None,
     odb = store.odb
     with odb.writer() as writer, Ingest(store.chunk_params, odb.ids, writer,
                                         store.compression_level, on_bytes=on_bytes,
-                                        processes=True) as ingest:
+                                        processes=processes) as ingest:
         top = _Dir(st)
         # Explicit stacks, not recursion: a directory may nest deeper than Python's
         # recursion limit.
