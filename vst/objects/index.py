@@ -115,20 +115,26 @@ class ObjectIndex:
 
     def add_pack(self, pack: Oid, size: int, entries: Sequence[PackEntry],
                  volumes: Iterable[str]) -> None:
-        """Record a pack, its objects and the volumes holding it, in one transaction.
+        self.add_packs([(pack, size, entries, tuple(volumes))])
+
+    def add_packs(self, packs: Sequence[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]]
+                  ) -> None:
+        """Record packs, their objects and the volumes holding them, in one transaction
+        (one fsync of the log for many packs).
 
         An object already indexed in another pack keeps its first location (both copies
         are valid; the newer pack becomes garbage for gc when unreferenced)."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)",
-                                 (pack.raw, size, len(entries)))
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?)",
-                    [(e.oid.raw, pack.raw, e.offset, e.length) for e in entries])
-                self._db.executemany("INSERT OR IGNORE INTO pack_copies VALUES (?, ?)",
-                                     [(pack.raw, volume) for volume in volumes])
+                for pack, size, entries, volumes in packs:
+                    self._db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)",
+                                     (pack.raw, size, len(entries)))
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?)",
+                        [(e.oid.raw, pack.raw, e.offset, e.length) for e in entries])
+                    self._db.executemany("INSERT OR IGNORE INTO pack_copies VALUES (?, ?)",
+                                         [(pack.raw, volume) for volume in volumes])
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:

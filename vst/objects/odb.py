@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterable
-from functools import partial
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from vst.errors import (
@@ -28,7 +27,7 @@ from vst.fsio import DEFAULT_FS, FileSystem
 from vst.objects.ids import IdScheme
 from vst.objects.index import Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
-from vst.objects.pack import PackIndex, PackStream
+from vst.objects.pack import PackEntry, PackIndex, PackStream
 from vst.objects.seal import HEADER as RECORD_HEADER
 from vst.objects.seal import read_header, seal, unseal
 from vst.objects.types import ObjectType
@@ -46,6 +45,9 @@ class VolumeRef(NamedTuple):
     name: str
     volume_id: str
     backend: Volume
+
+
+INDEX_BATCH = 8  # packs indexed per transaction
 
 
 def pack_name(pack: Oid) -> str:
@@ -166,9 +168,10 @@ class ObjectDatabase:
             written.append(volume.volume_id)
         self.index.add_pack(pack, len(data), index.entries, written)
 
-    def store_spooled(self, spooled: _Spooled) -> None:
-        """Make a spooled pack durable, put it on every volume, then index it: packs first,
-        the index second (the caller moves refs last)."""
+    def store_spooled(self, spooled: _Spooled) -> list[str]:
+        """Make a spooled pack durable and put it on every volume; returns the ids of the
+        volumes that hold it. The caller indexes it afterwards (packs first, the index
+        second, refs last)."""
         try:
             self.fs.sync_and_close(spooled.fd)
             written = []
@@ -177,13 +180,27 @@ class ObjectDatabase:
                 volume.backend.store_file(pack_name(spooled.pack), spooled.path,
                                           take=number == len(self.volumes))
                 written.append(volume.volume_id)
-            self.index.add_pack(spooled.pack, spooled.size, spooled.pack_index.entries, written)
+            return written
         finally:
             # A temporary name: nothing to make durable about its removal.
             try:
                 os.unlink(spooled.path)
             except OSError:
                 pass
+
+
+class _SpoolSink:
+    """Writes a pack into its spool file and starts the write-back of what it wrote."""
+
+    def __init__(self, fs: FileSystem, fd: int) -> None:
+        self.fs = fs
+        self.fd = fd
+        self.offset = 0
+
+    def __call__(self, data: bytes | bytearray | memoryview) -> None:
+        self.fs.write_all(self.fd, data)
+        self.fs.start_writeback(self.fd, self.offset, len(data))
+        self.offset += len(data)
 
 
 class _Spooled(NamedTuple):
@@ -248,7 +265,7 @@ class ObjectWriter:
         if self._pack is None:
             fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
             self._spool = (fd, path)
-            self._pack = PackStream(partial(self.odb.fs.write_all, fd))
+            self._pack = PackStream(_SpoolSink(self.odb.fs, fd))
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
@@ -311,16 +328,23 @@ class ObjectWriter:
             raise self._error
 
     def _drain(self) -> None:
+        # Durable packs wait here to be indexed together: one index transaction (and log
+        # fsync) per INDEX_BATCH packs, and always before close() returns.
+        unindexed: list[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]] = []
         while True:
             item = self._queue.get()
             try:
-                if item is None:
-                    return
-                if self._error is None:
-                    self.odb.store_spooled(item)
-                else:
+                if item is not None and self._error is None:
+                    volumes = self.odb.store_spooled(item)
+                    unindexed.append((item.pack, item.size, item.pack_index.entries, volumes))
+                elif item is not None:
                     self._discard(item.fd, item.path)
+                if unindexed and (item is None or len(unindexed) >= INDEX_BATCH):
+                    self.odb.index.add_packs(unindexed)
+                    unindexed = []
             except BaseException as exc:  # re-raised on the adding thread
                 self._error = exc
             finally:
                 self._queue.task_done()
+            if item is None:
+                return
