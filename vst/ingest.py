@@ -47,9 +47,9 @@ BATCH_COUNT = 1024  # ids per dedup query
 MAX_JOBS = 64  # jobs in flight
 # Handing a job to a thread costs tens of microseconds of locking here (futexes are slow
 # in a VM): small files are read, and small objects sealed, many to a job.
-PATHS_PER_JOB = 32
+PATHS_PER_JOB = 128
 SEAL_JOB_BYTES = 1024 * 1024
-PROCESS_THRESHOLD = 2048  # small files before worker processes start (when allowed)
+PROCESS_THRESHOLD = 1024  # small files before worker processes start (when allowed)
 
 
 @dataclass(slots=True)
@@ -186,9 +186,9 @@ class Ingest:
         """Worker processes for many small files, started once there are enough of them to
         pay for the start (~0.1 s): threads of one process spend most of their time
         handing the GIL to each other on such work (2 million futex calls for 50,000
-        files), processes do not. Four per core, because a cold disk serves many reads in
-        flight faster than few (50,000 files: 9.0 s with 2 processes, 7.0 s with 4, 6.8 s
-        with 8, on 2 cores)."""
+        files), processes do not. Six per core, because a cold disk serves many reads in
+        flight faster than few (50,000 files on 2 cores: 9.0 s with 2 processes, 7.0 s with
+        4, 5.3 s with 8, 4.7 s with 12 and 128 files a job; 16 were slower again)."""
         if self._process_pool is None and self._use_processes \
                 and self._small_paths >= PROCESS_THRESHOLD:
             context = multiprocessing.get_context("forkserver")
@@ -197,7 +197,7 @@ class Ingest:
             index = self.writer.odb.index.path if self.writer is not None else None
             try:
                 self._process_pool = ProcessPoolExecutor(
-                    4 * self._cores, mp_context=context, initializer=_process_init,
+                    6 * self._cores, mp_context=context, initializer=_process_init,
                     initargs=(self.params.min, self.ids.key, self.level, index))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
