@@ -12,16 +12,16 @@ import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from clirun import Ran, vst_run
 
 import vst
-from vst.cli import COMMANDS, main
+from vst.cli import COMMANDS
 from vst.errors import (
     AlreadyExists,
     Corrupt,
@@ -43,37 +43,6 @@ from vst.store import Store
 
 SIG = Signature("Test User", "test@example.com", 1_700_000_000, 60)
 VST = str(Path(sys.executable).with_name("vst"))
-
-
-@dataclass
-class Ran:
-    code: int
-    out: bytes
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-
-def vst_run(*args: str, input: bytes | None = None,
-            env: Mapping[str, str | None] | None = None) -> Ran:
-    """Run ``vst.cli.main`` in-process with click's CliRunner isolation (main() always
-    calls sys.exit); the working directory is restored afterwards (``-C`` changes it)."""
-    cwd = os.getcwd()
-    code: int | str | None = None
-    with CliRunner().isolation(input=input, env={"VST_STORE": None, **(env or {})}) as streams:
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        out, err = streams[0].getvalue(), streams[1].getvalue()
-    os.chdir(cwd)
-    assert isinstance(code, int), f"main() exited with {code!r}"
-    return Ran(code, out, err.decode())
 
 
 def assert_one_line_error(ran: Ran) -> None:

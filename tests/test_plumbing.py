@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from clirun import vst_run as vst
 
-from vst.cli import main
 from vst.errors import (
     NotFound,
     ObjectMissing,
@@ -63,31 +62,6 @@ ODD_NAMES: dict[bytes, str] = {
     b"\x01ctrl\x7f": '"\\001ctrl\\177"',
     b"-dash": "-dash",
 }
-
-
-@dataclass
-class Ran:
-    code: int
-    out: bytes
-    err: str
-
-
-def vst(*args: str, input: bytes | None = None) -> Ran:
-    """Run the real CLI entry point in-process (main() always exits)."""
-    cwd = os.getcwd()
-    code: int | str | None = None
-    with CliRunner().isolation(input=input, env={"VST_STORE": None}) as streams:
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        out, err = streams[0].getvalue(), streams[1].getvalue()
-    os.chdir(cwd)
-    assert isinstance(code, int), f"main() exited with {code!r}"
-    return Ran(code, out, err.decode())
 
 
 def _write(path: bytes | str | Path, data: bytes) -> None:
@@ -863,3 +837,34 @@ def _all_entries(store: Store, tree: Oid) -> list[TreeEntry]:
         if entry.is_dir:
             entries.extend(_all_entries(store, entry.oid))
     return entries
+
+
+def test_a_job_reads_a_bounded_amount_and_hands_back_the_rest(tmp_path: Path) -> None:
+    from vst.ingest import JOB_BYTES, open_and_hash_many
+
+    paths = []
+    for number in range(8):
+        path = tmp_path / f"f{number}"
+        _write(path, bytes([number]) * (JOB_BYTES // 3))
+        paths.append(os.fsencode(path))
+    pieces = open_and_hash_many(paths, 256 * 1024 * 1024, PLAIN_IDS)
+    read = [p for p in pieces if not p.again]
+    assert len(pieces) == 8 and 1 <= len(read) < 8
+    assert sum(p.size for p in read) < JOB_BYTES + JOB_BYTES // 3
+    assert all(p.again for p in pieces[len(read):])
+
+
+def test_write_tree_of_files_larger_than_a_job(store: Store, tmp_path: Path) -> None:
+    from vst.ingest import JOB_BYTES
+
+    root = tmp_path / "medium"
+    root.mkdir()
+    rng = random.Random(3)
+    contents = {f"f{n}": rng.randbytes(JOB_BYTES // 5) for n in range(40)}
+    for name, data in contents.items():
+        _write(root / name, data)
+    tree = write_tree(store, str(root), processes=False)
+    listed = {e.name.decode(): e for e in store.odb.read_tree(tree).entries}
+    assert set(listed) == set(contents)
+    for name, data in contents.items():
+        assert b"".join(file_content(store, listed[name].oid)) == data

@@ -4,7 +4,9 @@ Stages, each named for what it does:
 
     open     a worker opens a path (never following a symlink), fstat()s it and reads a
              small file whole; on a cold disk many reads in flight are what makes this fast,
-             so no per-file system call is left on the adding thread
+             so no per-file system call is left on the adding thread. For many small files
+             (write-tree) the workers are processes that also hash, dedup and seal, and
+             send back only ids and sealed records
     chunk    a large file is read by the adding thread in big sequential reads and cut into
              content-defined chunks
     hash     a worker computes each object's id (BLAKE3 releases the GIL)
@@ -48,6 +50,7 @@ MAX_JOBS = 64  # jobs in flight
 # Handing a job to a thread costs tens of microseconds of locking here (futexes are slow
 # in a VM): small files are read, and small objects sealed, many to a job.
 PATHS_PER_JOB = 128
+JOB_BYTES = 1024 * 1024  # content a job reads before it hands the rest of its paths back
 SEAL_JOB_BYTES = 1024 * 1024
 PROCESS_THRESHOLD = 1024  # small files before worker processes start (when allowed)
 
@@ -90,6 +93,7 @@ class _Piece:
     skipped: str | None = None
     sealed: bool = False
     record: bytes | None = None
+    again: bool = False  # not read: the job had read its fill; submit the path again
 
 
 Done = Callable[[_Piece], None]
@@ -102,8 +106,7 @@ class Ingest:
     """
 
     def __init__(self, params: ChunkParams, ids: IdScheme, writer: ObjectWriter | None,
-                 compression_level: int = 3, workers: int | None = None,
-                 io_workers: int | None = None,
+                 compression_level: int = 3, *,
                  on_bytes: Callable[[int], None] | None = None,
                  processes: bool = False) -> None:
         self.params = params
@@ -116,8 +119,8 @@ class Ingest:
         # GIL and lock hand-offs (2 million futex calls; 4 readers per core were 10% slower,
         # 8 were 30% slower).
         cores = max(2, os.cpu_count() or 1)
-        self._io_pool = ThreadPoolExecutor(io_workers or cores, thread_name_prefix="vst-read")
-        self._pool = ThreadPoolExecutor(workers or cores, thread_name_prefix="vst-seal")
+        self._io_pool = ThreadPoolExecutor(cores, thread_name_prefix="vst-read")
+        self._pool = ThreadPoolExecutor(cores, thread_name_prefix="vst-seal")
         self._opening: deque[tuple[Future[list[_Piece]], list[Done], int]] = deque()
         self._paths: list[tuple[bytes, _PathDone]] = []
         self._batch: list[tuple[_Piece, Done]] = []
@@ -146,10 +149,7 @@ class Ingest:
         return [_Piece(self.ids.compute(kind, data), kind, data, len(data))]
 
     def _open_and_hash_many(self, paths: list[bytes]) -> list[_Piece]:
-        return [self._open_and_hash(path) for path in paths]
-
-    def _open_and_hash(self, path: bytes) -> _Piece:
-        return open_and_hash(path, self.params.min, self.ids)
+        return open_and_hash_many(paths, self.params.min, self.ids)
 
     def _seal_many(self, pieces: list[_Piece]) -> list[tuple[Oid, bytes]]:
         sealed = []
@@ -209,7 +209,10 @@ class Ingest:
         self._held -= reserved
         for piece, done in zip(pieces, dones, strict=True):
             self._held += len(piece.data)
-            if piece.oid is None:
+            if piece.again:
+                assert isinstance(done, _PathDone)
+                self._paths.append((done.path, done))
+            elif piece.oid is None:
                 done(piece)
                 if piece.large:
                     assert isinstance(done, _PathDone)
@@ -327,8 +330,8 @@ class Ingest:
 
     def finish(self) -> None:
         """Drain every stage, then store the chunk lists of large files."""
-        self._flush_paths()
-        while self._opening or self._deferred:
+        while self._paths or self._opening or self._deferred:
+            self._flush_paths()  # including paths a full job handed back
             while self._opening:
                 self._complete_open()
             self._chunk_deferred()
@@ -387,6 +390,22 @@ def open_and_hash(path: bytes, small: int, ids: IdScheme) -> _Piece:
                   st.st_mtime_ns)
 
 
+def open_and_hash_many(paths: list[bytes], small: int, ids: IdScheme) -> list[_Piece]:
+    """``open_and_hash`` for each path until ``JOB_BYTES`` have been read; the paths left
+    come back marked ``again``. This bounds what the results of the jobs in flight hold
+    (MAX_JOBS x JOB_BYTES), whatever the sizes of the files."""
+    pieces = []
+    read = 0
+    for position, path in enumerate(paths):
+        if read >= JOB_BYTES:
+            pieces += [_Piece(None, ObjectType.BLOB, b"", again=True) for _ in paths[position:]]
+            break
+        piece = open_and_hash(path, small, ids)
+        read += len(piece.data)
+        pieces.append(piece)
+    return pieces
+
+
 class _ProcessState(NamedTuple):
     small: int
     ids: IdScheme
@@ -410,7 +429,7 @@ def _process_batch(paths: list[bytes]) -> list[_Piece]:
     process. Only ids, sizes, statuses and sealed records travel back to the parent."""
     state = _process_state
     assert state is not None, "worker process not initialised"
-    pieces = [open_and_hash(path, state.small, state.ids) for path in paths]
+    pieces = open_and_hash_many(paths, state.small, state.ids)
     known = state.known.has_many(p.oid for p in pieces if p.oid) if state.known else set()
     for piece in pieces:
         if piece.oid is not None:
