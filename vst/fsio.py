@@ -175,15 +175,6 @@ class FileSystem:
         except OSError as exc:
             raise from_os_error(exc, "cannot write a temporary file") from exc
 
-    def start_writeback(self, fd: int, offset: int, length: int) -> None:
-        """Ask the kernel to start writing a range out now, without waiting for it, so the
-        fsync at the end of a large file finds little left to do (and the page cache is not
-        filled with backup data). Advice only: errors are ignored; fsync reports them."""
-        try:
-            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-        except (OSError, AttributeError):
-            pass
-
     def sync_and_close(self, fd: int) -> None:
         """fsync then close; an fsync failure is final (never retried) and closes too."""
         try:

@@ -1,9 +1,9 @@
 """The object database: objects in packs on the store's volumes, found through the index.
 
-Writes go through an ``ObjectWriter``: records are appended to an in-memory pack; a full
-pack is handed to a background thread that makes it durable on every target volume and
-only then records it in the index (packs first, index second; the caller moves refs last).
-Reads re-verify every object against its id and fall back to another volume's copy.
+Writes go through an ``ObjectWriter``: records stream into a spool file as they come; a
+full pack is handed to a background thread that makes it durable on every target volume
+and only then records it in the index (packs first, index second; the caller moves refs
+last). Reads re-verify every object against its id and fall back to another volume's copy.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from vst.errors import (
@@ -160,14 +161,6 @@ class ObjectDatabase:
     def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
         return volume.backend.load(pack_name(pack))
 
-    def store_pack(self, pack: Oid, data: bytes | bytearray, index: PackIndex) -> None:
-        """Write a finished in-memory pack to every volume, then index it."""
-        written = []
-        for volume in self.volumes:
-            volume.backend.store(pack_name(pack), data, overwrite=False)
-            written.append(volume.volume_id)
-        self.index.add_pack(pack, len(data), index.entries, written)
-
     def store_spooled(self, spooled: _Spooled) -> list[str]:
         """Make a spooled pack durable and put it on every volume; returns the ids of the
         volumes that hold it. The caller indexes it afterwards (packs first, the index
@@ -187,20 +180,6 @@ class ObjectDatabase:
                 os.unlink(spooled.path)
             except OSError:
                 pass
-
-
-class _SpoolSink:
-    """Writes a pack into its spool file and starts the write-back of what it wrote."""
-
-    def __init__(self, fs: FileSystem, fd: int) -> None:
-        self.fs = fs
-        self.fd = fd
-        self.offset = 0
-
-    def __call__(self, data: bytes | bytearray | memoryview) -> None:
-        self.fs.write_all(self.fd, data)
-        self.fs.start_writeback(self.fd, self.offset, len(data))
-        self.offset += len(data)
 
 
 class _Spooled(NamedTuple):
@@ -265,7 +244,7 @@ class ObjectWriter:
         if self._pack is None:
             fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
             self._spool = (fd, path)
-            self._pack = PackStream(_SpoolSink(self.odb.fs, fd))
+            self._pack = PackStream(partial(self.odb.fs.write_all, fd))
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
