@@ -394,10 +394,13 @@ class Store:
             # line for a move that did not happen, never a move with no log line. A ref
             # write that fails takes its log line back out.
             entry = ReflogEntry(current or ZERO_OID, new, committer, message).encode()
-            log_before = self._append_reflog(name, entry)
+            log_before = self._reflog_bytes(name)
             try:
+                self._append_reflog(name, log_before, entry)
                 self.fs.write_file(self._file("refs", name), data)
             except BaseException:
+                # Neither a ref write nor a reflog append that failed (its fsync, say) may
+                # leave a log line for a move that did not happen.
                 self.fs.write_file(self._file("logs", name), log_before)
                 raise
             # Mirrors under the lock too, so concurrent writers cannot leave an older head
@@ -406,21 +409,22 @@ class Store:
             self._mirror(f"logs/{name}", log_before + entry)
         return current
 
-    def _append_reflog(self, name: str, entry: bytes) -> bytes:
-        """Append ``entry``; returns the log as it was before (without a torn last line)."""
-        path = self._file("logs", name)
+    def _reflog_bytes(self, name: str) -> bytes:
+        """The reflog's complete lines (a torn last line, left by a crash, dropped)."""
         try:
-            log = read_file(path)
+            log = read_file(self._file("logs", name))
         except NotFound:
-            log = b""
-        if log.endswith(b"\n") or not log:
+            return b""
+        return log[:log.rfind(b"\n") + 1]
+
+    def _append_reflog(self, name: str, log: bytes, entry: bytes) -> None:
+        path = self._file("logs", name)
+        if os.path.exists(path) and os.path.getsize(path) == len(log):
             self.fs.append(path, entry)
-            return log
-        # A crash cut the previous append short. Appending would glue this entry to the
-        # torn record and corrupt both; rewrite the log without the torn record instead.
-        log = log[:log.rfind(b"\n") + 1]
-        self.fs.write_file(path, log + entry)
-        return log
+        else:
+            # Missing, or a crash cut the previous append short: appending would glue this
+            # entry to the torn record and corrupt both, so the log is rewritten whole.
+            self.fs.write_file(path, log + entry)
 
     def _check_is_commit(self, oid: Oid) -> None:
         from vst.objects.types import ObjectType
