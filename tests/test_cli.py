@@ -456,3 +456,24 @@ def test_ctrl_c_exits_130_with_one_line(ready: Ready) -> None:
     assert process.returncode == 130
     assert out == b""
     assert err == b"vst: error: interrupted\n"
+
+
+def test_json_records_for_id_printing_commands(tmp_path: Path) -> None:
+    store = str(tmp_path / "s")
+    assert vst_run("store", "init", store).code == 0
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(b"hello\n")
+    hashed = vst_run("--store", store, "--json", "hash-object", str(tmp_path / "d" / "f"), "-",
+                     input=b"from stdin\n")
+    records = [json.loads(line) for line in hashed.out.splitlines()]
+    assert [r["path"] for r in records] == [str(tmp_path / "d" / "f"), None]
+    assert all(r["type"] == "object" and r["kind"] == "blob" for r in records)
+    assert records[0]["size"] == 6 and len(records[0]["id"]) == 64
+    tree = json.loads(vst_run("--store", store, "--json", "write-tree",
+                              str(tmp_path / "d")).out)
+    assert tree["type"] == "object" and tree["kind"] == "tree"
+    commit = json.loads(vst_run("--store", store, "--json", "commit-tree", tree["id"],
+                                "-m", "m").out)
+    assert commit["kind"] == "commit"
+    rev = json.loads(vst_run("--store", store, "--json", "rev-parse", f"{commit['id']}:").out)
+    assert rev == {"type": "rev", "rev": f"{commit['id']}:", "id": tree["id"]}

@@ -54,6 +54,13 @@ class App:
         if not self.quiet:
             click.echo(f"vst: warning: {message}", err=True)
 
+    def emit_id(self, oid: object, kind: str, **extra: object) -> None:
+        """An id on stdout: the bare id, or under --json an "object" record."""
+        if self.json:
+            self.emit_json({"type": "object", "id": str(oid), "kind": kind, **extra})
+        else:
+            click.echo(str(oid))
+
     def emit_json(self, record: dict[str, Any]) -> None:
         import json
 

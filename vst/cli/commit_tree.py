@@ -39,4 +39,4 @@ def command(app: App, tree: str, parents: tuple[str, ...], messages: tuple[str, 
                       [peel_to_commit(store, rev_parse(store, p)) for p in parents], message,
                       author=app.identity("AUTHOR", store),
                       committer=app.identity("COMMITTER", store))
-    click.echo(str(oid))
+    app.emit_id(oid, "commit")

@@ -36,5 +36,6 @@ def command(app: App, write: bool, use_stdin: bool, stdin_paths: bool,
     store = app.open_store() if write else app.maybe_store()
     results = hash_object(store, paths=paths, write=write,
                           stdin=sys.stdin.buffer if use_stdin else None)
-    for stored in results:
-        click.echo(str(stored.oid))
+    names: list[str | None] = [*paths, None]
+    for stored, name in zip(results, names, strict=False):
+        app.emit_id(stored.oid, stored.kind.label, size=stored.size, path=name)

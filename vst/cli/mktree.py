@@ -18,4 +18,4 @@ def command(app: App, nul: bool, missing: bool) -> None:
     from vst.plumbing.mktree import mktree, parse_records
 
     entries = parse_records(sys.stdin.buffer.read(), nul=nul)
-    click.echo(str(mktree(app.open_store(), entries, allow_missing=missing)))
+    app.emit_id(mktree(app.open_store(), entries, allow_missing=missing), "tree")

@@ -38,4 +38,7 @@ def command(app: App, short: bool, abbrev: int, revs: tuple[str, ...]) -> None:
     store = app.open_store()
     for rev in revs:
         oid = rev_parse(store, rev)
-        click.echo(oid.short(abbrev) if short else oid.hex)
+        if app.json:
+            app.emit_json({"type": "rev", "rev": rev, "id": oid.hex})
+        else:
+            click.echo(oid.short(abbrev) if short else oid.hex)

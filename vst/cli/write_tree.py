@@ -20,4 +20,4 @@ def command(app: App, directory: str) -> None:
         oid = write_tree(app.open_store(), directory, warn=app.warn, on_bytes=progress.add)
     finally:
         progress.close()
-    click.echo(str(oid))
+    app.emit_id(oid, "tree")
