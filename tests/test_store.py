@@ -315,6 +315,27 @@ def test_torn_last_reflog_line_is_tolerated(store: Store) -> None:
     assert log.read_bytes().endswith(b"\tsecond\n")
 
 
+def test_reflog_line_of_an_interrupted_move_is_dropped(store: Store) -> None:
+    """The reflog line goes in before the ref; a crash between the two leaves a line for a
+    move that never happened. Readers ignore it, and the next move removes it."""
+    from vst.store import ReflogEntry
+
+    store.create_collection("c")
+    c1 = _commit(store, message="one")
+    c2 = _commit(store, [c1], "two")
+    c3 = _commit(store, [c1], "three")
+    store.update_ref("c", c1, None, committer=SIG, message="first")
+    log = Path(store.path, "logs", "c")
+    with log.open("ab") as f:  # what a kill between the append and the ref write leaves
+        f.write(ReflogEntry(c1, c2, SIG, "never happened").encode())
+    assert store.read_ref("c") == c1
+    assert [e.new for e in store.reflog("c")] == [c1]
+    store.update_ref("c", c3, c1, committer=SIG, message="third")
+    assert [(e.old, e.new, e.message) for e in store.reflog("c")] == [
+        (ZERO_OID, c1, "first"), (c1, c3, "third")]
+    assert b"never happened" not in log.read_bytes()
+
+
 def test_corrupt_reflog_line_in_the_middle_is_an_error(store: Store) -> None:
     store.create_collection("c")
     c1 = _commit(store)

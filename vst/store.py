@@ -113,6 +113,12 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _interrupted_move(last: ReflogEntry, head: Oid | None) -> bool:
+    """A last reflog line for a move that a crash stopped before the ref was written (the
+    line is appended first, as git does): it records a head that never was."""
+    return last.new != head and last.old == (head or ZERO_OID)
+
+
 def _parse_toml(data: bytes, name: str) -> dict[str, Any]:
     try:
         return tomllib.loads(data.decode("utf-8"))
@@ -394,7 +400,7 @@ class Store:
             # line for a move that did not happen, never a move with no log line. A ref
             # write that fails takes its log line back out.
             entry = ReflogEntry(current or ZERO_OID, new, committer, message).encode()
-            log_before = self._reflog_bytes(name)
+            log_before = self._reflog_bytes(name, current)
             try:
                 self._append_reflog(name, log_before, entry)
                 self.fs.write_file(self._file("refs", name), data)
@@ -409,13 +415,23 @@ class Store:
             self._mirror(f"logs/{name}", log_before + entry)
         return current
 
-    def _reflog_bytes(self, name: str) -> bytes:
-        """The reflog's complete lines (a torn last line, left by a crash, dropped)."""
+    def _reflog_bytes(self, name: str, head: Oid | None) -> bytes:
+        """The reflog's complete lines, without what a crash left behind: a torn last line,
+        or the line of a move whose ref write never happened."""
         try:
             log = read_file(self._file("logs", name))
         except NotFound:
             return b""
-        return log[:log.rfind(b"\n") + 1]
+        log = log[:log.rfind(b"\n") + 1]
+        last_start = log.rfind(b"\n", 0, len(log) - 1) + 1
+        if log:
+            try:
+                last = ReflogEntry.decode(log[last_start:-1])
+            except (ValueError, VstError):
+                return log  # reflog() reports the damage; a move must not depend on it
+            if _interrupted_move(last, head):
+                return log[:last_start]
+        return log
 
     def _append_reflog(self, name: str, log: bytes, entry: bytes) -> None:
         path = self._file("logs", name)
@@ -453,4 +469,6 @@ class Store:
                                  f"({path})") from None
         if torn:
             self.warn(f"reflog of '{name}' ends with an incomplete line; ignored")
+        if entries and _interrupted_move(entries[-1], self.read_ref(name)):
+            entries.pop()
         return entries
