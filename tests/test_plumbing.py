@@ -860,7 +860,9 @@ def test_write_tree_of_files_larger_than_a_job(store: Store, tmp_path: Path) -> 
     root = tmp_path / "medium"
     root.mkdir()
     rng = random.Random(3)
-    contents = {f"f{n}": rng.randbytes(JOB_BYTES // 5) for n in range(40)}
+    # Small files (at most the 256 KiB chunking minimum), three jobs' worth in all.
+    size = 200_000
+    contents = {f"f{n}": rng.randbytes(size) for n in range(3 * JOB_BYTES // size)}
     for name, data in contents.items():
         _write(root / name, data)
     tree = write_tree(store, str(root), processes=False)
