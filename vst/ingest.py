@@ -30,11 +30,12 @@ import stat
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from typing import BinaryIO, NamedTuple
 
-from vst.errors import from_os_error
+from vst.errors import VstError, from_os_error
 from vst.objects.chunking import Chunker, ChunkParams
 from vst.objects.chunks import ChunkList
 from vst.objects.ids import IdScheme
@@ -167,7 +168,11 @@ class Ingest:
                                  or self._held + size > BUDGET):
             self._complete_open()
         self._held += size
-        self._opening.append((start(), dones, size))
+        try:
+            future = start()
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:  # the pool broke earlier
+            raise _worker_died(exc) from None
+        self._opening.append((future, dones, size))
 
     def _flush_paths(self) -> None:
         if not self._paths:
@@ -205,7 +210,10 @@ class Ingest:
 
     def _complete_open(self) -> None:
         future, dones, reserved = self._opening.popleft()
-        pieces = future.result()
+        try:
+            pieces = future.result()
+        except BrokenProcessPool as exc:  # a worker was killed (out of memory, a signal)
+            raise _worker_died(exc) from None
         self._held -= reserved
         for piece, done in zip(pieces, dones, strict=True):
             self._held += len(piece.data)
@@ -455,6 +463,11 @@ class _PathDone:
         self.stored.skipped = piece.skipped
         if piece.oid is not None:
             self.stored.oid, self.stored.size = piece.oid, piece.size
+
+
+def _worker_died(exc: BaseException) -> VstError:
+    return VstError(f"a worker process died while reading files ({exc})",
+                    hint="nothing was committed; run the command again")
 
 
 def _set_result(stored: Stored, piece: _Piece) -> None:

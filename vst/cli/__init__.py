@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any
 
 import click
@@ -87,6 +88,13 @@ def cli(ctx: click.Context, directory: str | None, store_url: str | None, quiet:
     ctx.obj = App(store_url=store_url, quiet=quiet, json=json_output, debug=debug)
 
 
+def _quiet_thread_error(args: threading.ExceptHookArgs) -> None:
+    """A helper thread's uncaught error (the process pool's manager thread when a worker
+    is killed, say) becomes one line; the command itself still reports the failure."""
+    name = args.thread.name if args.thread else "a thread"
+    sys.stderr.write(f"vst: warning: {name}: {args.exc_type.__name__}: {args.exc_value}\n")
+
+
 def _traceback() -> None:
     import traceback
 
@@ -110,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     debug = "--debug" in args
+    previous_hook = threading.excepthook
+    if not debug:
+        threading.excepthook = _quiet_thread_error
     code = 0
     try:
         # make_context + invoke rather than cli.main(): click's main() turns a broken pipe
@@ -150,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         _report(f"internal error: {type(exc).__name__}: {exc}",
                 "rerun with --debug and report it", 70, as_json)
         code = 70
+    threading.excepthook = previous_hook
     try:
         sys.stdout.flush()
     except BrokenPipeError:
