@@ -16,8 +16,9 @@ Stages, each named for what it does:
     pack     the adding thread appends sealed records to the open pack
     write    full packs are written durably by the ObjectWriter's background thread
 
-The bytes held by jobs in flight are bounded by ``BUDGET`` whatever the input, so memory
-stays flat from one small file to a terabyte.
+The bytes held by jobs in flight are bounded (``BUDGET`` for chunks, ``MAX_JOBS`` x
+``JOB_BYTES`` for small files) whatever the input, so memory stays flat from one small
+file to a terabyte.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from vst.objects.index import ObjectIndex
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
 from vst.objects.seal import seal
+from vst.objects.tree import entry_mode
 from vst.objects.types import ObjectType
 
 BUDGET = 12 * 1024 * 1024  # bytes of content held by jobs between read and pack
@@ -74,7 +76,7 @@ class Stored:
     chunks: list[tuple[Oid, int] | None] | None = None
 
     def note(self, st: os.stat_result) -> None:
-        self.mode = stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)
+        self.mode = entry_mode(st.st_mode)
         self.mtime_ns = st.st_mtime_ns
 
 
@@ -383,7 +385,7 @@ def open_and_hash(path: bytes, small: int, ids: IdScheme) -> _Piece:
         raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
     try:
         st = os.fstat(fd)
-        mode = stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)
+        mode = entry_mode(st.st_mode)
         if not stat.S_ISREG(st.st_mode):
             return _Piece(None, ObjectType.BLOB, b"", 0, mode, st.st_mtime_ns,
                           skipped="not a regular file")

@@ -211,7 +211,6 @@ class ObjectWriter:
         self._thread.start()
         self._closed = False
         self.objects_written = 0
-        self.bytes_written = 0
 
     def __enter__(self) -> ObjectWriter:
         return self
@@ -248,7 +247,6 @@ class ObjectWriter:
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
-        self.bytes_written += len(record)
         if self._pack.size >= self.odb.pack_size:
             self.flush()
 

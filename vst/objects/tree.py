@@ -52,6 +52,11 @@ _ALLOWED_TYPES = {
 }
 
 
+def entry_mode(st_mode: int) -> int:
+    """A tree entry's mode from a file's ``st_mode``: the file type and permission bits."""
+    return stat.S_IFMT(st_mode) | stat.S_IMODE(st_mode)
+
+
 def name_problem(name: bytes) -> str | None:
     """Why ``name`` may not appear in a tree, or None when it may."""
     if not name:

@@ -20,7 +20,7 @@ from vst.errors import UsageError, from_os_error
 from vst.ingest import Ingest, Stored
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
-from vst.objects.tree import Tree, TreeEntry, name_problem
+from vst.objects.tree import Tree, TreeEntry, entry_mode, name_problem
 from vst.objects.types import ObjectType
 from vst.store import Store
 
@@ -109,8 +109,8 @@ def _store_tree(writer: ObjectWriter, node: _Dir, warn: Warn) -> Oid:
     for name, listed_st, child in node.entries:
         if isinstance(child, _Dir):
             assert child.oid is not None, "subdirectories are stored first"
-            entries.append(TreeEntry(name, _mode(child.st), ObjectType.TREE, child.oid, 0,
-                                     child.st.st_mtime_ns))
+            entries.append(TreeEntry(name, entry_mode(child.st.st_mode), ObjectType.TREE,
+                                     child.oid, 0, child.st.st_mtime_ns))
             continue
         if child.skipped:
             warn(f"skipping '{os.fsdecode(name)}': {child.skipped}")
@@ -120,10 +120,6 @@ def _store_tree(writer: ObjectWriter, node: _Dir, warn: Warn) -> Oid:
             mode, mtime_ns = child.mode, child.mtime_ns
         else:  # a symlink's target, stored as bytes: the status from the listing
             assert listed_st is not None
-            mode, mtime_ns = _mode(listed_st), listed_st.st_mtime_ns
+            mode, mtime_ns = entry_mode(listed_st.st_mode), listed_st.st_mtime_ns
         entries.append(TreeEntry(name, mode, child.kind, child.oid, child.size, mtime_ns))
     return writer.put(ObjectType.TREE, Tree.from_entries(entries).encode())
-
-
-def _mode(st: os.stat_result) -> int:
-    return stat.S_IFMT(st.st_mode) | stat.S_IMODE(st.st_mode)

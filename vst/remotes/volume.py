@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from vst.errors import UsageError
+from vst.errors import NotFound, UsageError
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
 
@@ -63,8 +63,6 @@ class Volume(abc.ABC):
         """The size in bytes of ``name``; NotFound when missing."""
 
     def exists(self, name: str) -> bool:
-        from vst.errors import NotFound
-
         try:
             self.size(name)
         except NotFound:
