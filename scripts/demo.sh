@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job end to end on an embedded local store in a scratch folder: store a sample
-# tree, commit it, read it back and check every byte.
+# The daily loop end to end on a store of its own in a scratch folder: init a sample folder,
+# commit, change a file, status, commit, log, restore the old version, clone elsewhere
+# (every byte checked), drop the clone.
 set -euo pipefail
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/vst-demo.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
@@ -23,24 +24,32 @@ PY
 cp "$scratch/photos/2024/raw.bin" "$scratch/photos/2024/raw-copy.bin"
 ln -s notes/day00.txt "$scratch/photos/latest.txt"
 
-export VST_STORE="$scratch/store"
+# A store of the demo's own, and an identity: nothing outside the scratch folder is touched.
+export XDG_DATA_HOME="$scratch/data" XDG_CONFIG_HOME="$scratch/config"
 export VST_AUTHOR_NAME="Demo User" VST_AUTHOR_EMAIL="demo@example.com"
 export VST_COMMITTER_NAME="Demo User" VST_COMMITTER_EMAIL="demo@example.com"
+cd "$scratch"
 
-run vst store init "$VST_STORE"
-run vst collection create photos
-say "tree=\$(vst write-tree photos)"
-tree=$(vst write-tree "$scratch/photos"); echo "$tree"
-run vst ls-tree -r "$tree"
-say "commit=\$(vst commit-tree \$tree -m 'first backup')"
-commit=$(vst commit-tree "$tree" -m "first backup"); echo "$commit"
-run vst update-ref -m "first backup" photos "$commit" 0000000000000000000000000000000000000000000000000000000000000000
-run vst show-ref
-run vst cat-file -p photos
-run vst cat-file -t photos:2024/raw.bin
-say "vst cat-file --content photos:2024/raw.bin | cmp - photos/2024/raw.bin"
-vst cat-file --content photos:2024/raw.bin | cmp - "$scratch/photos/2024/raw.bin" && echo "identical"
+say "cd photos"; cd photos
+run vst init
+run vst status --short
+run vst commit -m "first backup"
+say "echo 'a new day' >> notes/day00.txt"; echo "a new day" >> notes/day00.txt
+run vst status
+run vst commit -m "second backup"
+run vst log
+run vst diff --stat HEAD~1 HEAD
+run vst restore --source HEAD~1 notes/day00.txt
+say "tail -c 40 notes/day00.txt"; tail -c 40 notes/day00.txt; echo
+run vst restore notes/day00.txt
+say "cd .."; cd ..
+run vst clone photos laptop
+say "diff -r --exclude=.vst photos laptop"
+diff -r --exclude=.vst photos laptop && echo "identical, symlink and all"
+run vst collection list
 run vst count-objects -H
 run vst fsck --full
+run vst drop laptop
 echo
-echo "demo ok: the duplicate file was stored once, and every byte read back verified."
+echo "demo ok: the duplicate file was stored once, every byte read back verified, and the"
+echo "clone dropped only once the store provably held everything in it."

@@ -33,6 +33,17 @@ class PartialSuccess(VstError):
     exit_code = 3
 
 
+class Refused(VstError):
+    """Refused because it would lose data or write outside its target: a hostile path or a
+    symlink in the way of a restore, a drop with uncommitted changes or unstored objects."""
+
+    exit_code = 5
+
+
+class NotAWorkingCopy(VstError):
+    exit_code = 6
+
+
 # -- store and local state: 10-19 -------------------------------------------------------
 
 
@@ -92,6 +103,12 @@ class NotFound(VstError):
 
 class AlreadyExists(VstError):
     exit_code = 18
+
+
+class HookRejected(VstError):
+    """A pre-hook (pre-commit, commit-msg, pre-drop, pre-receive) exited non-zero."""
+
+    exit_code = 19
 
 
 # -- volumes and remotes: 20-29 ---------------------------------------------------------

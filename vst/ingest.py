@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
+import re
 import signal
 import stat
 from collections import deque
@@ -56,16 +57,19 @@ PATHS_PER_JOB = 128
 JOB_BYTES = 4 * 1024 * 1024  # content a job reads before it hands back the rest of its paths
 SEAL_JOB_BYTES = 1024 * 1024
 PROCESS_THRESHOLD = 1024  # small files before worker processes start (when allowed)
+READ_ATTEMPTS = 3  # reads of a file that changes while it is read, before taking the last
 
 
 @dataclass(slots=True)
 class Stored:
     """What a file or byte string became. Complete once ``Ingest.finish`` returns.
 
-    ``mode`` and ``mtime_ns`` are the file's as opened (0 for byte strings); ``skipped``
-    says why a path was not stored (it vanished, or is no longer a regular file). Only these
-    few fields are kept, not the whole stat result: a tree of a million files holds a
-    million of these."""
+    ``mode``, ``mtime_ns``, ``ctime_ns``, ``ino`` and ``nlink`` are the file's status right
+    after it was read (0 for byte strings): what a stat cache compares next time. ``changed``
+    says the file kept changing while it was read: what is stored is the last read, under
+    the id of those very bytes. ``skipped`` says why a path was not stored (it vanished, or
+    is no longer a regular file). Only these few fields are kept, not the whole stat result:
+    a tree of a million files holds a million of these."""
 
     oid: Oid | None = None
     kind: ObjectType = ObjectType.BLOB
@@ -74,10 +78,18 @@ class Stored:
     mtime_ns: int = 0
     skipped: str | None = None
     chunks: list[tuple[Oid, int] | None] | None = None
+    ctime_ns: int = 0
+    ino: int = 0
+    nlink: int = 0
+    changed: bool = False
+    attrs: tuple[tuple[str, bytes], ...] = ()  # the file's user xattrs, as tree attributes
 
     def note(self, st: os.stat_result) -> None:
         self.mode = entry_mode(st.st_mode)
         self.mtime_ns = st.st_mtime_ns
+        self.ctime_ns = st.st_ctime_ns
+        self.ino = st.st_ino
+        self.nlink = st.st_nlink
 
 
 @dataclass(slots=True)
@@ -97,6 +109,11 @@ class _Piece:
     sealed: bool = False
     record: bytes | None = None
     again: bool = False  # not read: the job had read its fill; submit the path again
+    ctime_ns: int = 0
+    ino: int = 0
+    nlink: int = 0
+    changed: bool = False
+    attrs: tuple[tuple[str, bytes], ...] = ()
 
 
 Done = Callable[[_Piece], None]
@@ -286,21 +303,33 @@ class Ingest:
     def _chunk_path(self, stored: Stored, path: bytes) -> None:
         try:
             with open_nofollow(path) as f:
-                stored.note(os.fstat(f.fileno()))
-                self._add_chunks(stored, f)
+                stored.attrs = read_xattrs(f.fileno())
+                for attempt in range(READ_ATTEMPTS):
+                    before = os.fstat(f.fileno())
+                    if attempt:  # chunks of the earlier read stay in the pack, unreferenced
+                        f.seek(0)
+                    self._add_chunks(stored, f, first=not attempt)
+                    after = os.fstat(f.fileno())
+                    stored.note(after)
+                    stored.changed = _status_key(before) != _status_key(after)
+                    if not stored.changed:
+                        break
         except FileNotFoundError:
             stored.skipped = "vanished while being read"
         except OSError as exc:
             raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
 
-    def _add_chunks(self, stored: Stored, stream: BinaryIO) -> None:
+    def _add_chunks(self, stored: Stored, stream: BinaryIO, first: bool = True) -> None:
+        # A new list per read: the chunk jobs of an earlier read of the same file may still
+        # complete, into the list they were given.
+        chunks: list[tuple[Oid, int] | None] = []
+        stored.chunks = chunks
         for index, chunk in enumerate(self.chunker.split_stream(stream)):
-            if stored.chunks is None:
-                stored.chunks = []
-            stored.chunks.append(None)
+            chunks.append(None)
             self._submit(partial(self._pool.submit, self._hash, ObjectType.BLOB, chunk),
-                         [partial(_set_chunk, stored, index)], len(chunk))
-        self._large.append(stored)
+                         [partial(_set_chunk, chunks, index)], len(chunk))
+        if first:
+            self._large.append(stored)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -383,21 +412,66 @@ def open_and_hash(path: bytes, small: int, ids: IdScheme) -> _Piece:
         if exc.errno == errno.ELOOP:
             return _Piece(None, ObjectType.BLOB, b"", skipped="became a symlink")
         raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+    changed = False
     try:
         st = os.fstat(fd)
         mode = entry_mode(st.st_mode)
         if not stat.S_ISREG(st.st_mode):
             return _Piece(None, ObjectType.BLOB, b"", 0, mode, st.st_mtime_ns,
                           skipped="not a regular file")
-        data = _read_fd(fd, st.st_size) if st.st_size <= small else b""
+        attrs = read_xattrs(fd)
+        data = b""
+        # A file written while we read it is read again: what is stored must be one state
+        # of the file, and the status recorded with it must be the status of that state.
+        for _attempt in range(READ_ATTEMPTS):
+            if st.st_size > small:
+                break
+            if _attempt:
+                os.lseek(fd, 0, os.SEEK_SET)
+            data = _read_fd(fd, st.st_size)
+            after = os.fstat(fd)
+            changed = _status_key(st) != _status_key(after) or len(data) != after.st_size
+            st = after
+            if not changed:
+                break
     except OSError as exc:
         raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
     finally:
         os.close(fd)
+    mode = entry_mode(st.st_mode)
     if st.st_size > small or len(data) > small:  # large, or grew: chunk it on the adder
         return _Piece(None, ObjectType.BLOB, b"", 0, mode, st.st_mtime_ns, large=True)
     return _Piece(ids.compute(ObjectType.BLOB, data), ObjectType.BLOB, data, len(data), mode,
-                  st.st_mtime_ns)
+                  st.st_mtime_ns, ctime_ns=st.st_ctime_ns, ino=st.st_ino, nlink=st.st_nlink,
+                  changed=changed, attrs=attrs)
+
+
+XATTR_PREFIX = "xattr."  # tree attribute key of a user xattr: "xattr.user.NAME"
+_XATTR_NAME = re.compile(r"user\.[A-Za-z0-9._-]{1,240}\Z")
+
+
+def read_xattrs(target: int | bytes) -> tuple[tuple[str, bytes], ...]:
+    """The user xattrs of an open file (or a path, not followed) as tree attributes,
+    sorted. Other namespaces (security, trusted, system) are not the user's data; names with
+    characters a tree attribute key cannot hold are not kept either."""
+    follow = not isinstance(target, bytes)
+    try:
+        names = os.listxattr(target, follow_symlinks=follow)
+    except OSError:  # no xattr support here, or the file is gone: none to keep
+        return ()
+    attrs = []
+    for name in names:
+        if _XATTR_NAME.match(name):
+            try:
+                attrs.append((XATTR_PREFIX + name,
+                              os.getxattr(target, name, follow_symlinks=follow)))
+            except OSError:
+                continue  # removed meanwhile
+    return tuple(sorted(attrs))
+
+
+def _status_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def open_and_hash_many(paths: list[bytes], small: int, ids: IdScheme) -> list[_Piece]:
@@ -461,7 +535,12 @@ class _PathDone:
         self.path = path
 
     def __call__(self, piece: _Piece) -> None:
-        self.stored.mode, self.stored.mtime_ns = piece.mode, piece.mtime_ns
+        stored = self.stored
+        stored.mode, stored.mtime_ns = piece.mode, piece.mtime_ns
+        stored.ctime_ns, stored.ino, stored.nlink = piece.ctime_ns, piece.ino, piece.nlink
+        stored.changed = piece.changed
+        if piece.attrs:
+            stored.attrs = piece.attrs
         self.stored.skipped = piece.skipped
         if piece.oid is not None:
             self.stored.oid, self.stored.size = piece.oid, piece.size
@@ -476,10 +555,9 @@ def _set_result(stored: Stored, piece: _Piece) -> None:
     stored.oid, stored.size = piece.oid, piece.size
 
 
-def _set_chunk(stored: Stored, index: int, piece: _Piece) -> None:
+def _set_chunk(chunks: list[tuple[Oid, int] | None], index: int, piece: _Piece) -> None:
     assert piece.oid is not None
-    assert stored.chunks is not None
-    stored.chunks[index] = (piece.oid, piece.size)
+    chunks[index] = (piece.oid, piece.size)
 
 
 def open_nofollow(path: bytes) -> BinaryIO:

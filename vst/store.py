@@ -221,6 +221,45 @@ class Store:
         self.fs.write_file(self._file("config.toml"), data)
         self._mirror("config.toml", data)
 
+    # The sections of config.toml that `vst config --store` may change. Everything else
+    # ([store], [chunking], [pack], [volumes]...) fixes the format: changing chunking would
+    # break dedup, changing an id would orphan volumes. An allow-list, so that sections added
+    # later are protected until someone decides otherwise (docs/format.md, "config files").
+    USER_SECTIONS = frozenset({"user", "core", "commit", "hooks"})
+
+    def edit_user_config(self, edit: Callable[[dict[str, Any]], Any]) -> Any:
+        """Change the user-level sections (USER_SECTIONS) of config.toml.
+
+        Under the store's config lock, config.toml is read again (another process may have
+        changed it), ``edit`` changes that table in place and returns a result, and the table
+        is written durably and mirrored to every volume (unless ``edit`` changed nothing). An
+        edit that touches any other section raises UsageError and nothing is written.
+        """
+        import copy
+
+        name = self._file("config.toml")
+        # Not a valid collection name (those cannot start with '.'), so it cannot collide.
+        with self._ref_lock(".config", "the store's config"):
+            table = _parse_toml(read_file(name), name)
+            before = copy.deepcopy(table)
+            result = edit(table)
+            changed = {key for key in before.keys() | table.keys()
+                       if before.get(key) != table.get(key)}
+            if changed - self.USER_SECTIONS:
+                raise UsageError(f"cannot change [{sorted(changed - self.USER_SECTIONS)[0]}] "
+                                 "in the store's config.toml",
+                                 hint="only these sections can be set there: "
+                                      + ", ".join(sorted(self.USER_SECTIONS)))
+            if changed:
+                type(self)(self.path, table, fs=self.fs)  # still a valid config
+                previous, self.config = self.config, table
+                try:
+                    self._write_config()
+                except BaseException:
+                    self.config = previous
+                    raise
+        return result
+
     # -- volumes ------------------------------------------------------------------------------
 
     class _VolumeSpec(NamedTuple):
@@ -354,8 +393,9 @@ class Store:
         return Oid.from_hex(text[:-1])
 
     @contextmanager
-    def _ref_lock(self, name: str) -> Iterator[None]:
-        """An exclusive flock() on the collection's lock file. flock locks vanish with their
+    def _ref_lock(self, name: str, what: str | None = None) -> Iterator[None]:
+        """An exclusive flock() on the collection's lock file (``what`` names the locked
+        thing in the error, when it is not a collection). flock locks vanish with their
         process, so a crash never leaves a stale lock behind."""
         lock_dir = self._file("locks")
         if not os.path.isdir(lock_dir):
@@ -370,8 +410,8 @@ class Store:
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES) \
                             or time.monotonic() > deadline:
-                        raise Locked(f"collection '{name}' is locked by another process") \
-                            from None
+                        raise Locked(f"{what or f'collection {name!r}'} is locked by another "
+                                     "process") from None
                     time.sleep(0.01)
             yield
         finally:
@@ -383,9 +423,17 @@ class Store:
 
         With ``check_old=False`` the move is unconditional (still serialised by the lock).
         ``new`` must be a commit in the store. Returns the previous head.
+
+        The store's ``hooks/pre-receive`` runs before the move, ``hooks/post-receive`` after
+        it (docs/hooks.md); their output goes to ``warn``. A pre-receive that fails raises
+        HookRejected and nothing moves.
         """
+        from vst.hooks import run_hook, run_pre_hook
+
         self._require_collection(name)
         self._check_is_commit(new)
+        hooks_dir = self._file("hooks")
+        hook_env = {"VST_STORE": self.path, "VST_COLLECTION": name}
         with self._ref_lock(name):
             current = self.read_ref(name)
             if check_old and current != expected:
@@ -395,6 +443,12 @@ class Store:
                     hint="someone else committed first; pull their commit and retry")
             if current == new:
                 return current
+            receive_line = f"{current or ZERO_OID} {new} {name}\n".encode()
+            # Under the lock, so that what the hook approves is what lands.
+            said = run_pre_hook(hooks_dir, "pre-receive", stdin=receive_line, env=hook_env,
+                                cwd=self.path, warn=self.warn)
+            if said.strip():
+                self.warn(f"pre-receive: {said.rstrip()}")
             data = f"{new}\n".encode()
             # The reflog first, then the ref (git's order): a crash in between leaves a log
             # line for a move that did not happen, never a move with no log line. A ref
@@ -413,6 +467,13 @@ class Store:
             # in a volume's meta/ than in refs/.
             self._mirror(f"refs/{name}", data)
             self._mirror(f"logs/{name}", log_before + entry)
+        # Outside the lock: the move is done, and a slow hook must not hold up other writers.
+        after = run_hook(hooks_dir, "post-receive", stdin=receive_line, env=hook_env,
+                         cwd=self.path, warn=self.warn)
+        if after.output.strip():
+            self.warn(f"post-receive: {after.output.rstrip()}")
+        if after.problem:
+            self.warn(f"the 'post-receive' hook {after.problem}")
         return current
 
     def _reflog_bytes(self, name: str, head: Oid | None) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -13,7 +13,14 @@ from vst.errors import NotAStore
 from vst.store import Store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from vst.config import ConfigLayers
     from vst.objects.commit import Signature
+    from vst.objects.oid import Oid
+    from vst.plumbing.diff_tree import Change
+    from vst.porcelain.hooks import Hooks
+    from vst.workdir import WorkingCopy
 
 
 class App:
@@ -26,17 +33,126 @@ class App:
         self.json = json
         self.debug = debug
         self._store: Store | None = None
+        self._copy: WorkingCopy | Literal[False] | None = False
 
     def store_path(self) -> str:
-        if self.store_url:
-            if "://" in self.store_url and not self.store_url.startswith("file://"):
-                raise NotAStore(f"unsupported store URL '{self.store_url}'",
+        """The store: --store (or VST_STORE), else the working copy's, else the current
+        directory if it is a store, else the user's own store if it exists."""
+        url = self.store_url
+        copy = self.working_copy()
+        if copy is not None:
+            if url and _same_store(url, copy.store_url):
+                url = copy.store_url
+            elif url:
+                from vst.errors import UsageError
+
+                raise UsageError(f"this working copy belongs to the store '{copy.store_url}', "
+                                 f"not '{url}'",
+                                 hint="run the command outside the working copy, or unset "
+                                      "VST_STORE")
+            else:
+                url = copy.store_url
+        if url:
+            if "://" in url and not url.startswith("file://"):
+                raise NotAStore(f"unsupported store URL '{url}'",
                                 hint="this version of vst reaches local stores only")
-            return self.store_url.removeprefix("file://")
+            return url.removeprefix("file://")
         if os.path.isfile("config.toml") and os.path.isdir("refs"):
             return "."
-        raise NotAStore("no store given",
-                        hint="pass --store PATH, set VST_STORE, or run inside a store")
+        own = self.default_store_path()
+        if os.path.isfile(os.path.join(own, "config.toml")):
+            return own
+        raise NotAStore("no store given, and you have no store of your own yet",
+                        hint="'vst init' creates one; or pass --store PATH or set VST_STORE")
+
+    def default_store_path(self) -> str:
+        """The user's own store, for commands that may create one (init): --store, else
+        the global config's core.store, else ``<user data dir>/store``."""
+        if self.store_url:
+            return self.store_url
+        import platformdirs
+
+        from vst.config import ConfigLayers
+
+        # The global layer only: the store layer would need the store being looked for.
+        own = ConfigLayers(os.path.join(platformdirs.user_config_dir("vst"), "config.toml"),
+                           None, None)
+        configured = own.get("core.store")
+        if isinstance(configured, str) and configured:
+            return os.path.expanduser(configured)
+        return os.path.join(platformdirs.user_data_dir("vst"), "store")
+
+    def working_copy(self) -> WorkingCopy | None:
+        """The working copy holding the current directory, if any (looked up once)."""
+        if self._copy is False:
+            from vst.workdir import WorkingCopy
+
+            self._copy = WorkingCopy.find(os.getcwd())
+        assert self._copy is not False
+        return self._copy
+
+    def use_working_copy(self, copy: WorkingCopy) -> None:
+        """Act for ``copy`` (named on the command line) rather than the one around us."""
+        self._copy = copy
+
+    def require_working_copy(self) -> WorkingCopy:
+        copy = self.working_copy()
+        if copy is None:
+            from vst.errors import NotAWorkingCopy
+
+            raise NotAWorkingCopy("not a working copy (no .vst/ here or in any parent folder)",
+                                  hint="clone a collection with 'vst clone NAME', or make "
+                                       "this folder one with 'vst init'")
+        return copy
+
+    def head(self) -> tuple[str, Oid | None] | None:
+        copy = self.working_copy()
+        return (copy.collection, copy.base()) if copy else None
+
+    def tree_paths(self, paths: Sequence[str]) -> list[bytes]:
+        """PATH arguments as paths in a tree: in a working copy relative to the current
+        folder (as in git), elsewhere as given."""
+        copy = self.working_copy()
+        if copy is None:
+            return [os.fsencode(p) for p in paths]
+        from vst.porcelain.status import relative_paths
+
+        return relative_paths(copy, paths)
+
+    def resolve_rev(self, rev: str) -> Oid:
+        """A revision, with HEAD meaning the working copy's base commit."""
+        from vst.plumbing.rev_parse import rev_parse
+
+        return rev_parse(self.open_store(), rev, self.head())
+
+    def default_rev(self) -> Oid:
+        """HEAD: the working copy's base commit (for log, show and diff without REV)."""
+        self.require_working_copy()
+        return self.resolve_rev("HEAD")
+
+    def hooks(self, copy: WorkingCopy) -> Hooks:
+        """The working copy's hooks (config core.hooksPath, else .vst/hooks)."""
+        from vst.porcelain.hooks import Hooks
+
+        directory = self.config(self.maybe_store(), copy).get("core.hooksPath")
+        if isinstance(directory, str) and directory:
+            directory = os.path.join(copy.root, os.path.expanduser(directory))
+        else:
+            directory = copy.hooks_dir
+        env = {"VST_STORE": self.store_path(), "VST_COLLECTION": copy.collection,
+               "VST_WORK_TREE": copy.root}
+        return Hooks(directory, os.path.join(copy.state, "COMMIT_EDITMSG"), env, copy.root,
+                     show=lambda text: click.echo(text.rstrip("\n"), err=True), warn=self.warn)
+
+    def working_copy_changes(self, base: Oid | None, paths: list[bytes]) -> tuple[
+            list[Change], Callable[[Change], bytes]]:
+        """For ``vst diff``: the changes from commit ``base`` (None: HEAD) to the working
+        copy's files, and a loader of the working copy's side."""
+        from vst.porcelain.status import working_diff
+
+        copy = self.require_working_copy()
+        return working_diff(self.open_store(), copy, base if base else copy.base(), paths,
+                            warn=self.warn)
 
     def open_store(self) -> Store:
         if self._store is None:
@@ -66,24 +182,38 @@ class App:
 
         click.echo(json.dumps(record, sort_keys=False))
 
+    def config(self, store: Store | None = None, copy: WorkingCopy | None = None
+               ) -> ConfigLayers:
+        """The layered config (vst/config.py): global (platformdirs' user config dir, so
+        $XDG_CONFIG_HOME), the store's (``store``, else the command's store if there is one)
+        and the working copy's (``copy``, else the one around the current directory)."""
+        import platformdirs
+
+        from vst.config import ConfigLayers, find_working_copy
+
+        work_tree = copy.root if copy is not None else find_working_copy(os.getcwd())
+        return ConfigLayers(os.path.join(platformdirs.user_config_dir("vst"), "config.toml"),
+                            None, work_tree and os.path.join(work_tree, ".vst", "config.toml"),
+                            store=store or self.maybe_store())
+
     def identity(self, role: str, store: Store | None = None) -> Signature:
-        """Author or committer from VST_<ROLE>_NAME/EMAIL/DATE, then the store's [user]
-        table, then the login name and host name."""
+        """Author or committer from VST_<ROLE>_NAME/EMAIL/DATE, then config user.name and
+        user.email (local, store, global), then the login name and host name."""
         import socket
 
         from vst.plumbing.ident import signature
 
-        user = store.config.get("user") if store else None
-        if not isinstance(user, dict):
-            user = {}
-        name = os.environ.get(f"VST_{role}_NAME") or user.get("name") or _login()
-        email = os.environ.get(f"VST_{role}_EMAIL") or user.get("email") or \
+        config = self.config(store)
+        name = os.environ.get(f"VST_{role}_NAME") or config.get("user.name") or _login()
+        email = os.environ.get(f"VST_{role}_EMAIL") or config.get("user.email") or \
             f"{_login()}@{socket.gethostname()}"
         return signature(str(name), str(email), os.environ.get(f"VST_{role}_DATE"))
 
     def progress(self, label: str, total: int | None = None) -> Progress:
+        """Progress for a long command: a bar on a terminal, JSON lines under --json (after
+        the first second), nothing on a pipe or with -q."""
         return Progress(label, total, enabled=not self.quiet and not self.json
-                        and sys.stderr.isatty())
+                        and sys.stderr.isatty(), json=self.json and not self.quiet)
 
 
 def tune_allocator() -> None:
@@ -117,35 +247,98 @@ def _login() -> str:
 
 
 class Progress:
-    """A one-line byte counter with throughput on stderr; silent unless on a terminal."""
+    """Progress on stderr: a bar with throughput and ETA on a terminal, or (``json``) a
+    ``{"type": "progress", ...}`` line a second; nothing otherwise. ``add`` may be called from
+    any thread."""
 
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
+    WIDTH = 24
+
+    def __init__(self, label: str, total: int | None, enabled: bool, json: bool = False) -> None:
+        import threading
+
         self.label = label
         self.total = total
         self.enabled = enabled
+        self.json = json
         self.done = 0
         self.start = time.monotonic()
         self._shown = 0.0
+        self._interval = 1.0 if json else 0.1
+        self._lock = threading.Lock()
+
+    def set_total(self, total: int) -> None:
+        self.total = total
 
     def add(self, amount: int) -> None:
-        self.done += amount
-        now = time.monotonic()
-        if self.enabled and now - self._shown >= 0.1:
-            self._shown = now
-            self._draw(now)
+        with self._lock:
+            self.done += amount
+            now = time.monotonic()
+            if (self.enabled or self.json) and now - self._shown >= self._interval:
+                if not self._shown and self.json and now - self.start < self._interval:
+                    return  # short commands print no progress at all
+                self._shown = now
+                self._draw(now)
 
     def _draw(self, now: float) -> None:
         elapsed = max(now - self.start, 1e-6)
-        rate = self.done / elapsed / 1e6
-        text = f"{self.label}: {self.done / 1e6:,.1f} MB"
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if self.total and rate > 0 else None
+        if self.json:
+            import json
+
+            record = {"type": "progress", "label": self.label, "bytes_done": self.done,
+                      "bytes_total": self.total, "seconds": round(elapsed, 3),
+                      "eta_seconds": round(eta, 1) if eta is not None else None}
+            sys.stderr.write(json.dumps(record) + "\n")
+            sys.stderr.flush()
+            return
+        text = f"{self.label}: "
         if self.total:
-            percent = 100 * self.done / self.total
-            eta = (self.total - self.done) / max(self.done / elapsed, 1)
-            text += f" of {self.total / 1e6:,.1f} MB ({percent:.0f}%, ETA {eta:.0f}s)"
-        sys.stderr.write(f"\r{text}, {rate:,.1f} MB/s\x1b[K")
+            fraction = min(self.done / self.total, 1.0)
+            filled = int(fraction * self.WIDTH)
+            text += (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {100 * fraction:3.0f}% "
+                     f"{self.done / 1e6:,.1f}/{self.total / 1e6:,.1f} MB")
+        else:
+            text += f"{self.done / 1e6:,.1f} MB"
+        text += f", {rate / 1e6:,.1f} MB/s"
+        if eta is not None:
+            text += f", ETA {_duration(eta)}"
+        sys.stderr.write(f"\r{text}\x1b[K")
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled and self._shown:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
+        with self._lock:
+            if self._shown:
+                self._draw(time.monotonic())
+                if not self.json:
+                    sys.stderr.write("\n")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _same_store(a: str, b: str) -> bool:
+    def canonical(url: str) -> str:
+        return os.path.realpath(url.removeprefix("file://")) if "://" not in url or \
+            url.startswith("file://") else url
+
+    return canonical(a) == canonical(b)
+
+
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n < 1024:
+        return f"{int(n)} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        n /= 1024
+        if n < 1024 or unit == "TiB":
+            break
+    return f"{n:,.1f} {unit}"
+
+
+def plural(count: int, word: str) -> str:
+    """plural(1, 'file') -> '1 file'; plural(2, 'file') -> '2 files'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

@@ -26,7 +26,7 @@ from vst.cli.app import App
 def command(app: App, mode: str | None, name: str | None) -> int:
     """Show an object's type, size or content. NAME is any revision (see rev-parse)."""
     from vst.plumbing import cat_file
-    from vst.plumbing.rev_parse import rev_parse
+
 
     if mode is None:
         raise click.UsageError("choose one of -t, -s, -p, -e, --content, --batch, --batch-check")
@@ -36,15 +36,15 @@ def command(app: App, mode: str | None, name: str | None) -> int:
         if name:
             raise click.UsageError(f"--{mode} reads names from stdin, not arguments")
         for answer in cat_file.batch(store, iter(sys.stdin.buffer.readline, b""),
-                                     contents=mode == "batch"):
+                                     contents=mode == "batch", head=app.head()):
             out.write(answer)
             out.flush()
         return 0
     if not name:
         raise click.UsageError("missing OBJECT")
     if mode == "exists":
-        return 0 if cat_file.exists(store, name) else 1
-    oid = rev_parse(store, name)
+        return 0 if cat_file.exists(store, name, app.head()) else 1
+    oid = app.resolve_rev(name)
     if mode == "type":
         click.echo(store.odb.get_kind(oid).label)
     elif mode == "content":

@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, human_size, plural
 
 
 @click.group("collection")
@@ -27,7 +27,7 @@ def create(app: App, name: str) -> None:
 @command.command("list")
 @click.pass_obj
 def list_(app: App) -> None:
-    """List collections with their heads and last commit times."""
+    """List collections: name, head, last commit time, files and size."""
     from vst.porcelain.collection import collection_list
 
     for info in collection_list(app.open_store()):
@@ -36,8 +36,10 @@ def list_(app: App) -> None:
         if app.json:
             app.emit_json({"type": "collection", "name": info.name,
                            "head": info.head.hex if info.head else None,
-                           "time": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None})
+                           "time": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
+                           "files": info.files, "size": info.size})
         else:
             head = info.head.short() if info.head else "-" * 12
             stamp = when.strftime("%Y-%m-%d %H:%M") if when else "(no commits)"
-            click.echo(f"{info.name}\t{head}\t{stamp}")
+            click.echo(f"{info.name}\t{head}\t{stamp}\t{plural(info.files, 'file')}\t"
+                       f"{human_size(info.size)}")

@@ -22,7 +22,7 @@ def command(app: App, tree: str, parents: tuple[str, ...], messages: tuple[str, 
     VST_AUTHOR_NAME/EMAIL/DATE and VST_COMMITTER_NAME/EMAIL/DATE, else the store's [user]."""
     from vst.fsio import read_file
     from vst.plumbing.commit_tree import commit_tree
-    from vst.plumbing.rev_parse import peel_to_commit, peel_to_tree, rev_parse
+    from vst.plumbing.rev_parse import peel_to_commit, peel_to_tree
 
     if messages and message_file:
         raise click.UsageError("give -m or -F, not both")
@@ -35,8 +35,8 @@ def command(app: App, tree: str, parents: tuple[str, ...], messages: tuple[str, 
     else:
         raise click.UsageError("a commit needs a message: use -m MSG or -F FILE")
     store = app.open_store()
-    oid = commit_tree(store, peel_to_tree(store, rev_parse(store, tree)),
-                      [peel_to_commit(store, rev_parse(store, p)) for p in parents], message,
+    oid = commit_tree(store, peel_to_tree(store, app.resolve_rev(tree)),
+                      [peel_to_commit(store, app.resolve_rev(p)) for p in parents], message,
                       author=app.identity("AUTHOR", store),
                       committer=app.identity("COMMITTER", store))
     app.emit_id(oid, "commit")

@@ -26,7 +26,7 @@ def command(app: App, recursive: bool, show_trees: bool, long_: bool, nul: bool,
     from vst.plumbing.quoting import quote
 
     out = sys.stdout.buffer
-    for listed in ls_tree(app.open_store(), treeish, recursive=recursive,
+    for listed in ls_tree(app.open_store(), treeish, head=app.head(), recursive=recursive,
                           show_trees=show_trees, paths=[os.fsencode(p) for p in paths]):
         if name_only:
             out.write(listed.path + b"\0" if nul else quote(listed.path).encode() + b"\n")

@@ -33,11 +33,10 @@ class _RevParseCommand(click.Command):
 def command(app: App, short: bool, abbrev: int, revs: tuple[str, ...]) -> None:
     """Print the full id of each REV: an id or 4+ digit prefix, COLLECTION, COLLECTION~N,
     COLLECTION^N, COLLECTION@{N} (reflog), and REV:PATH."""
-    from vst.plumbing.rev_parse import rev_parse
 
-    store = app.open_store()
+
     for rev in revs:
-        oid = rev_parse(store, rev)
+        oid = app.resolve_rev(rev)
         if app.json:
             app.emit_json({"type": "rev", "rev": rev, "id": oid.hex})
         else:

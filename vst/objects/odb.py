@@ -211,6 +211,7 @@ class ObjectWriter:
         self._thread.start()
         self._closed = False
         self.objects_written = 0
+        self.bytes_written = 0  # sealed (compressed) bytes of new records
 
     def __enter__(self) -> ObjectWriter:
         return self
@@ -223,6 +224,10 @@ class ObjectWriter:
 
     def contains(self, oid: Oid) -> bool:
         return oid in self._pending or self.odb.index.has(oid)
+
+    def pending(self, oid: Oid) -> bool:
+        """Added by this writer and not yet durable (not readable through the database)."""
+        return oid in self._pending and not self.odb.index.has(oid)
 
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
         wanted = {o for o in oids if o not in self._pending}
@@ -247,6 +252,7 @@ class ObjectWriter:
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
+        self.bytes_written += len(record)
         if self._pack.size >= self.odb.pack_size:
             self.flush()
 

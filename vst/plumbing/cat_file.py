@@ -7,15 +7,15 @@ from collections.abc import Iterator
 from vst.errors import Corrupt, CorruptObject, NotFound, ObjectMissing, UsageError
 from vst.objects.oid import Oid
 from vst.objects.types import ObjectType
-from vst.plumbing.rev_parse import rev_parse
+from vst.plumbing.rev_parse import Head, rev_parse
 from vst.store import Store
 
 
-def exists(store: Store, name: str) -> bool:
+def exists(store: Store, name: str, head: Head | None = None) -> bool:
     """``-e``: the object can be read back and verifies against its id (an index entry
     alone is not enough: the pack may be gone or damaged)."""
     try:
-        store.odb.get(rev_parse(store, name))
+        store.odb.get(rev_parse(store, name, head))
     except (NotFound, ObjectMissing, UsageError, Corrupt):
         return False
     return True
@@ -55,7 +55,8 @@ def file_content(store: Store, oid: Oid) -> Iterator[bytes]:
         raise UsageError(f"{oid} is a {kind.label}, not file content")
 
 
-def batch(store: Store, names: Iterator[bytes], *, contents: bool) -> Iterator[bytes]:
+def batch(store: Store, names: Iterator[bytes], *, contents: bool,
+          head: Head | None = None) -> Iterator[bytes]:
     """Answers for ``--batch`` / ``--batch-check``, one per input line, in git's format:
 
         <id> SP <type> SP <size> LF [<content> LF]
@@ -64,7 +65,7 @@ def batch(store: Store, names: Iterator[bytes], *, contents: bool) -> Iterator[b
     for raw in names:
         name = raw.rstrip(b"\n").decode("utf-8", "replace")
         try:
-            oid = rev_parse(store, name)
+            oid = rev_parse(store, name, head)
             kind, content = store.odb.get(oid)
         except (NotFound, ObjectMissing, UsageError):
             yield f"{name} missing\n".encode()

@@ -6,17 +6,33 @@ from collections.abc import Sequence
 
 from vst.errors import UsageError
 from vst.objects.commit import Commit, Signature
+from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
 from vst.objects.types import ObjectType
 from vst.store import Store
 
 
 def commit_tree(store: Store, tree: Oid, parents: Sequence[Oid], message: bytes, *,
-                author: Signature, committer: Signature) -> Oid:
+                author: Signature, committer: Signature,
+                writer: ObjectWriter | None = None) -> Oid:
+    """Store the commit; into ``writer`` if given (the caller makes it durable), else into a
+    pack of its own, durable when this returns."""
+    odb = store.odb
+    if writer is not None:
+        return writer.put(ObjectType.COMMIT, _commit(store, tree, parents, message, author,
+                                                     committer, writer))
+    with odb.writer() as own:
+        return own.put(ObjectType.COMMIT, _commit(store, tree, parents, message, author,
+                                                  committer, own))
+
+
+def _commit(store: Store, tree: Oid, parents: Sequence[Oid], message: bytes,
+            author: Signature, committer: Signature, writer: ObjectWriter) -> bytes:
     odb = store.odb
     # Verified reads (trees and commits are small): a damaged record's type byte alone
-    # must not decide what a commit points at.
-    if odb.get(tree)[0] != ObjectType.TREE:
+    # must not decide what a commit points at. A tree still in the writer's open pack was
+    # made by this process from verified parts.
+    if not writer.pending(tree) and odb.get(tree)[0] != ObjectType.TREE:
         raise UsageError(f"{tree} is not a tree")
     seen = set()
     for parent in parents:
@@ -27,6 +43,4 @@ def commit_tree(store: Store, tree: Oid, parents: Sequence[Oid], message: bytes,
         seen.add(parent)
     if message and not message.endswith(b"\n"):
         message += b"\n"
-    commit = Commit(tree, tuple(parents), author, committer, message)
-    with odb.writer() as writer:
-        return writer.put(ObjectType.COMMIT, commit.encode())
+    return Commit(tree, tuple(parents), author, committer, message).encode()

@@ -18,7 +18,7 @@ from vst.objects.oid import Oid, is_full_hex
 from vst.objects.tree import TreeEntry
 from vst.objects.types import ObjectType
 from vst.plumbing.quoting import quote, unquote
-from vst.plumbing.rev_parse import peel_to_tree, rev_parse
+from vst.plumbing.rev_parse import Head, peel_to_tree, rev_parse
 from vst.store import Store
 
 
@@ -29,14 +29,14 @@ class Listed:
 
 
 def ls_tree(store: Store, treeish: str, *, recursive: bool = False, show_trees: bool = False,
-            paths: Sequence[bytes] = ()) -> Iterator[Listed]:
+            paths: Sequence[bytes] = (), head: Head | None = None) -> Iterator[Listed]:
     """Entries of the tree ``treeish`` names, in tree order.
 
     With ``paths``, only entries equal to one of them or inside one of them. As in git, a
     directory path shows the directory's own entry, and with a trailing '/' its contents.
     Recursion shows subtrees themselves only with ``show_trees``.
     """
-    root = peel_to_tree(store, rev_parse(store, treeish))
+    root = peel_to_tree(store, rev_parse(store, treeish, head))
     # A trailing '/' asks for the contents: keep it as a path "inside" the directory.
     wanted = [p.strip(b"/") + (b"/" if p.endswith(b"/") else b"") for p in paths]
     yield from _walk(store, root, b"", recursive, show_trees, wanted)

@@ -1,9 +1,11 @@
 """Resolving revisions: ids, abbreviated ids, collections, ancestry and paths.
 
     REV   := BASE ( '~' [N] | '^' [N] )* [ ':' PATH ]
-    BASE  := <64 hex> | <4+ hex prefix> | COLLECTION | COLLECTION '@{' N '}'
+    BASE  := <64 hex> | <4+ hex prefix> | HEAD | COLLECTION | (COLLECTION | HEAD) '@{' N '}'
 
-A collection name wins over an id prefix that reads the same, as a branch does in git.
+``HEAD`` is a working copy's base commit (the caller passes it in as ``head``: the working
+copy's collection and base); ``HEAD@{N}`` is its collection's reflog. A collection name wins
+over an id prefix that reads the same, as a branch does in git.
 """
 
 from __future__ import annotations
@@ -15,49 +17,67 @@ from vst.objects.oid import Oid, is_full_hex, is_prefix
 from vst.objects.types import ObjectType
 from vst.store import Store
 
+# A working copy's collection and base commit (None before its first commit).
+Head = tuple[str, Oid | None]
+
 _SUFFIX_RE = re.compile(r"([~^])(\d*)")
 _REFLOG_RE = re.compile(r"(.+)@\{(\d+)\}\Z")
 
 
-def rev_parse(store: Store, rev: str) -> Oid:
-    """The object ``rev`` names."""
+def rev_parse(store: Store, rev: str, head: Head | None = None) -> Oid:
+    """The object ``rev`` names; ``head`` gives HEAD its meaning inside a working copy."""
     if not rev:
         raise UsageError("empty revision")
     spec, colon, path = rev.partition(":")
-    oid = _resolve_spec(store, spec, rev)
+    oid = _resolve_spec(store, spec, rev, head)
     if colon:
         oid = resolve_path(store, peel_to_tree(store, oid), path, rev)
     return oid
 
 
-def _resolve_spec(store: Store, spec: str, rev: str) -> Oid:
+def _resolve_spec(store: Store, spec: str, rev: str, head: Head | None) -> Oid:
     match = re.search(r"(?:[~^]\d*)*\Z", spec)
     assert match is not None
     base, suffixes = spec[:match.start()], spec[match.start():]
-    oid = _resolve_base(store, base, rev)
+    oid = _resolve_base(store, base, rev, head)
     for op, digits in _SUFFIX_RE.findall(suffixes):
         count = int(digits) if digits else 1
         oid = _ancestor(store, oid, count, rev) if op == "~" else _parent(store, oid, count, rev)
     return oid
 
 
-def _resolve_base(store: Store, base: str, rev: str) -> Oid:
+def _resolve_base(store: Store, base: str, rev: str, head: Head | None) -> Oid:
     if not base:
         raise UsageError(f"bad revision '{rev}'")
     reflog = _REFLOG_RE.match(base)
     if reflog:
-        return _reflog_entry(store, reflog.group(1), int(reflog.group(2)), rev)
+        name = reflog.group(1)
+        if name == "HEAD":
+            name = _need_head(head, rev)[0]
+        return _reflog_entry(store, name, int(reflog.group(2)), rev)
+    if base == "HEAD":
+        oid = _need_head(head, rev)[1]
+        if oid is None:
+            raise NotFound(f"'{rev}': the working copy has no commit yet")
+        return oid
     if store.has_collection(base):
-        head = store.read_ref(base)
-        if head is None:
+        tip = store.read_ref(base)
+        if tip is None:
             raise NotFound(f"collection '{base}' has no commits yet")
-        return head
+        return tip
     if is_full_hex(base):
         return Oid.from_hex(base)
     if is_prefix(base):
         return store.odb.resolve_prefix(base)
     raise NotFound(f"unknown revision '{rev}'",
                    hint="name a collection, an object id, or an id prefix of 4+ hex digits")
+
+
+def _need_head(head: Head | None, rev: str) -> Head:
+    if head is None:
+        raise NotFound(f"'{rev}': HEAD names a working copy's base commit, and this is not "
+                       "a working copy", hint="name a collection or a commit id instead")
+    return head
 
 
 def _reflog_entry(store: Store, name: str, n: int, rev: str) -> Oid:
