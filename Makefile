@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit bench bench-deps clean
+.PHONY: all venv demo test lint typecheck unit bench bench-workflow bench-deps clean
 
 all: test
 
@@ -39,11 +39,18 @@ bench-deps:
 	@command -v restic >/dev/null && command -v borg >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup; }
 
+# Both benchmarks: first-backup throughput, then the daily working-copy loop. Give --json OUT
+# to one target at a time (each writes its own figures there).
 bench: venv bench-deps
 	@# Byte-compile first: start-up is measured, and an environment with
 	@# PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on every run.
 	$(BIN)/python -m compileall -q vst
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.workflow $(BENCH_ARGS)
+
+bench-workflow: venv bench-deps
+	$(BIN)/python -m compileall -q vst
+	$(BIN)/python -m bench.workflow $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

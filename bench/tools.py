@@ -1,8 +1,9 @@
 """One runner per backup tool, all with the same interface, plus the measuring helpers.
 
 A runner's `init(repo)` makes an empty repository (not timed) and `backup(src)` stores a file
-or a directory tree in it (timed by the caller). Every child process runs through `run()`,
-which reports the wall time and the peak RSS of that child and its own children only.
+or a directory tree in it (timed by the caller); `restore(target)`, where a tool has it, puts
+the latest backup back under an empty folder. Every child process runs through `run()`, which
+reports the wall time and the peak RSS of that child and its own children only.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Process:
     stdout: str
 
 
-def run(argv: list[str], env: dict[str, str] | None = None) -> Process:
+def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Process:
     """Run one command to completion, measured; raise ToolError if it fails."""
     read_end, write_end = os.pipe()
     # Output goes to files, not pipes, so a chatty tool never blocks on a full pipe.
@@ -59,7 +60,7 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> Process:
         try:
             subprocess.run([sys.executable, "-I", "-S", "-c", _MEASURE, str(write_end), *argv],
                            stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=True,
-                           env={**os.environ, **(env or {})}, pass_fds=(write_end,))
+                           env={**os.environ, **(env or {})}, pass_fds=(write_end,), cwd=cwd)
         finally:
             os.close(write_end)
         wall, maxrss, code = report.read().split()
@@ -123,6 +124,10 @@ class Tool:
         self.scratch = scratch
         self.repo = Path()
         self.processes: list[Process] = []  # every command run, for the caller to sum up
+        # Names that backups leave out wherever they occur (e.g. a working copy's ".vst"),
+        # so each peer stores what vst commits; set before init().
+        self.exclude: tuple[str, ...] = ()
+        self.source = Path()  # what the last backup stored, as an absolute path
 
     def binary(self) -> str | None:
         return shutil.which(self.executable)
@@ -136,11 +141,16 @@ class Tool:
     def backup(self, src: Path) -> None:
         raise NotImplementedError
 
-    def _run(self, *args: str | Path) -> Process:
+    def restore(self, target: Path) -> Path:
+        """Put the latest backup back under the empty folder `target`; return where the
+        backed-up folder or file itself landed."""
+        raise NotImplementedError
+
+    def _run(self, *args: str | Path, cwd: Path | None = None) -> Process:
         binary = self.binary()
         if binary is None:
             raise ToolError(f"{self.name}: not installed")
-        proc = run([binary, *map(str, args)], self.env())
+        proc = run([binary, *map(str, args)], self.env(), cwd)
         self.processes.append(proc)
         return proc
 
@@ -163,7 +173,14 @@ class Restic(Tool):
         self._run("init", "-q")
 
     def backup(self, src: Path) -> None:
-        self._run("backup", "-q", src)
+        # A second backup of the same path finds the first as its parent snapshot, so files
+        # whose status did not change are not read again.
+        self._run("backup", "-q", *(f"--exclude={name}" for name in self.exclude), src)
+        self.source = src.resolve()
+
+    def restore(self, target: Path) -> Path:
+        self._run("restore", "latest", "--target", target)
+        return _under(target, self.source)
 
 
 class Borg(Tool):
@@ -180,7 +197,16 @@ class Borg(Tool):
         self._run("init", "-e", "none", repo)
 
     def backup(self, src: Path) -> None:
-        self._run("create", "--compression", "lz4", f"{self.repo}::bench", src)
+        # A pattern matches the full path (without its leading "/") or a leading part of it.
+        excludes = (f"--exclude=*/{name}" for name in self.exclude)
+        self._run("create", "--compression", "lz4", *excludes, f"{self.repo}::bench", src)
+        self.source = src.resolve()
+
+    def restore(self, target: Path) -> Path:
+        """`borg extract` of the one archive into `target` (borg extracts into its cwd)."""
+        target.mkdir(parents=True, exist_ok=True)
+        self._run("extract", f"{self.repo}::bench", cwd=target)
+        return _under(target, self.source)
 
 
 class Git(Tool):
@@ -189,6 +215,10 @@ class Git(Tool):
     def init(self, repo: Path) -> None:
         self.repo = repo
         self._run("init", "-q", "--bare", repo)
+        if self.exclude:
+            (repo / "info").mkdir(exist_ok=True)
+            with open(repo / "info" / "exclude", "a") as f:
+                f.writelines(f"{name}/\n" for name in self.exclude)
 
     def backup(self, src: Path) -> None:
         # A bare repository with the work tree pointed at the data: nothing is copied, and
@@ -198,6 +228,11 @@ class Git(Tool):
                "-c", "user.name=vst-bench", "-c", "user.email=vst-bench@localhost")
         self._run(*git, "add", "-A", "--", pathspec)
         self._run(*git, "commit", "-q", "-m", "vst-bench")
+
+    def status(self, work_tree: Path) -> Process:
+        """`git status --porcelain` of `work_tree` against this repository's index."""
+        return self._run("--git-dir", self.repo, "--work-tree", work_tree, "status",
+                         "--porcelain")
 
 
 class Vst(Tool):
@@ -215,6 +250,14 @@ class Vst(Tool):
                 return str(candidate)
         return shutil.which(self.executable)
 
+    def env(self) -> dict[str, str]:
+        # Commits need an identity; the user's own config and store stay out of the run. An
+        # empty VST_STORE counts as unset, so a working copy's commands use its own store.
+        return {"XDG_DATA_HOME": str(self.scratch / "xdg-data"),
+                "XDG_CONFIG_HOME": str(self.scratch / "xdg-config"), "VST_STORE": "",
+                **{f"VST_{role}_{part}": value for role in ("AUTHOR", "COMMITTER")
+                   for part, value in (("NAME", "vst-bench"), ("EMAIL", "vst-bench@localhost"))}}
+
     def init(self, repo: Path) -> None:
         self.repo = repo
         self._run("store", "init", repo)
@@ -222,6 +265,30 @@ class Vst(Tool):
     def backup(self, src: Path) -> None:
         verb = ("write-tree",) if src.is_dir() else ("hash-object", "-w")
         self.last_id = self._run("--store", self.repo, *verb, src).stdout.strip()
+
+    # The daily loop: a working copy's commands find the store in its .vst/.
+
+    def init_working_copy(self, folder: Path, collection: str) -> None:
+        """Make the existing `folder` the working copy of a new collection in this store."""
+        self._run("--store", self.repo, "-C", folder, "init", "-c", collection)
+
+    def commit(self, folder: Path) -> Process:
+        """`vst commit` in the working copy; `last_id` is the new commit ("": nothing new)."""
+        proc = self._run("-C", folder, "commit", "-m", "vst-bench")
+        self.last_id = proc.stdout.strip()
+        return proc
+
+    def status(self, folder: Path) -> Process:
+        return self._run("-C", folder, "status", "--porcelain")
+
+    def clone(self, collection: str, dest: Path) -> Process:
+        """A new working copy of the collection's head at `dest` (which must not exist)."""
+        return self._run("--store", self.repo, "clone", collection, dest)
+
+    def restore_collection(self, collection: str, target: Path) -> Process:
+        """The collection's head under `target`, with no working copy."""
+        return self._run("--store", self.repo, "restore", "--collection", collection,
+                         "--to", target)
 
     def startup_ms(self, runs: int = 10) -> dict[str, float]:
         """Best-of-`runs` latency of `vst --version` and of one `cat-file -t` in a new store."""
@@ -238,6 +305,11 @@ class Vst(Tool):
                 for label, args in commands.items()}
         shutil.rmtree(self.scratch)
         return best
+
+
+def _under(target: Path, source: Path) -> Path:
+    """Where restic and borg put `source`: its absolute path re-rooted at `target`."""
+    return target / source.relative_to(source.anchor)
 
 
 PEERS = (Restic, Borg, Git)
