@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit bench bench-workflow bench-deps clean
+.PHONY: all venv demo test lint typecheck unit torture bench bench-workflow bench-deps clean
 
 all: test
 
@@ -33,6 +33,11 @@ unit: venv
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The long runs of ../RELIABILITY.md's scenarios at their full counts (S12: 10,000 generated
+# hostile trees and over 1,000 races), kept out of `make test` for time.
+torture: venv
+	VST_TORTURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_hostile_trees.py -rA
 
 # The peers the benchmark compares against (Debian packages; needs root or sudo).
 bench-deps:

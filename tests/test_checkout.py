@@ -1,4 +1,4 @@
-"""The checkout engine (vst/checkout.py): round trips through write_tree, and the rules for
+"""The checkout engine (vst/checkout/): round trips through write_tree, and the rules for
 what is replaced, linked, refused and cleaned up. Real files in tmp_path throughout."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import vst.checkout
+import vst.checkout.files
 from vst.checkout import Checkout, Placed
 from vst.errors import CorruptObject, ObjectMissing, Refused, VstError
 from vst.objects.chunking import ChunkParams
@@ -164,16 +165,16 @@ def test_round_trip_through_worker_processes(store: Store, sample: Path, tmp_pat
 
 def test_a_worker_process_refuses_a_replaced_root(store: Store, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vst.checkout, "_process_writer", None)
+    monkeypatch.setattr(vst.checkout.files, "_process_writer", None)
     (tmp_path / "root").mkdir()
     handler = signal.getsignal(signal.SIGINT)
     try:  # what a worker process runs first, run here
-        vst.checkout._process_init(store.path, store.odb.index.path, None, store.odb.spool_dir,
-                                   str(tmp_path / "root"), (0, 0))
+        vst.checkout.files._process_init(store.path, store.odb.index.path, None,
+                                         store.odb.spool_dir, str(tmp_path / "root"), (0, 0))
     finally:
         signal.signal(signal.SIGINT, handler)
     with pytest.raises(Refused, match="replaced"):
-        vst.checkout._process_job(0, [])
+        vst.checkout.files._process_job(0, [])
 
 
 def test_restoring_twice_over_itself_is_idempotent(store: Store, sample: Path,

@@ -270,6 +270,8 @@ class Progress:
         self.total = total
 
     def add(self, amount: int) -> None:
+        if not (self.enabled or self.json):
+            return  # called once per file: nothing to count for nobody
         with self._lock:
             self.done += amount
             now = time.monotonic()

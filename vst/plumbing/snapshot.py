@@ -49,14 +49,6 @@ class Snapshot:
     ignored: list[bytes] = field(default_factory=list)  # by .vstignore or CACHEDIR.TAG
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A path waiting for the ingest pipeline."""
-
-    rel: bytes
-    stored: Stored
-
-
 def scan(store: Store, root: str, cache: StatCache | None, *,
          writer: ObjectWriter | None = None, warn: Warn = lambda _: None,
          on_bytes: Callable[[int], None] | None = None, processes: bool = True) -> Snapshot:
@@ -104,7 +96,7 @@ class _Walk:
         self.warn = warn
         self.children = snapshot.children
         self.children[b""] = []
-        self.pending: list[_Pending] = []
+        self.pending: list[tuple[bytes, Stored]] = []  # paths waiting for the pipeline
         self.nlink: list[bytes] = []  # paths with more than one link: see link_groups
 
     def run(self, root: bytes) -> None:
@@ -199,6 +191,9 @@ class _Walk:
     def add_file(self, child: os.DirEntry[bytes], rel: bytes) -> None:
         cached = self.known.get(rel)
         if cached is not None and cached.kind != ObjectType.TREE and cached.ctime_ns:
+            # On this thread: asking for the statuses of a directory's files from 8 threads
+            # was slower (50,000 files, cold cache: 1.39 s against 0.75 s; warm 0.9 against
+            # 0.46), the threads' Python loops contending for the GIL.
             st = child.stat(follow_symlinks=False)
             if cached.matches(st):
                 # Unchanged since it was last read: the cached entry stands (the very
@@ -210,29 +205,32 @@ class _Walk:
                     cached = cached._replace(attrs=_without_link(cached.attrs))
                 self.entries[rel] = cached
                 return
-        self.pending.append(_Pending(rel, self.ingest.add_path(child.path)))
+        self.pending.append((rel, self.ingest.add_path(child.path)))
 
     def collect(self) -> None:
-        """Turn what the ingest pipeline made of each pending path into an entry."""
-        for item in self.pending:
-            stored = item.stored
-            shown = os.fsdecode(item.rel)
+        """Turn what the ingest pipeline made of each pending path into an entry. Each
+        pending record is let go as its entry is made, so the two never both take memory
+        for every file at once."""
+        pending, self.pending = self.pending, []
+        pending.reverse()
+        while pending:
+            rel, stored = pending.pop()
             if stored.skipped:
-                self.warn(f"skipping '{shown}': {stored.skipped}")
-                self.forget(item.rel)
+                self.warn(f"skipping '{os.fsdecode(rel)}': {stored.skipped}")
+                self.forget(rel)
                 continue
             assert stored.oid is not None, "ingest.finish() resolves every path"
             if stored.changed:
-                self.warn(f"'{shown}' changed while it was read: committed as last read")
-                self.snapshot.changing.append(item.rel)
+                self.warn(f"'{os.fsdecode(rel)}' changed while it was read: committed as "
+                          "last read")
+                self.snapshot.changing.append(rel)
             verified = not stored.changed
-            self.entries[item.rel] = CacheEntry(
+            self.entries[rel] = CacheEntry(
                 stored.mode, stored.kind, stored.oid, stored.size, stored.mtime_ns,
                 stored.ctime_ns if verified else 0, stored.ino if verified else 0,
                 stored.attrs)
             if stored.nlink > 1:
-                self.nlink.append(item.rel)
-        self.pending.clear()
+                self.nlink.append(rel)
 
     def forget(self, rel: bytes) -> None:
         self.children[rel.rpartition(b"/")[0]].remove(rel)

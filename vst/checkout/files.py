@@ -1,0 +1,267 @@
+"""The workers' side of a checkout: writing files and symlinks (permissions, extended
+attributes, times) under a temporary name and renaming them into place, on a checkout's
+threads or in worker processes (their init and job functions live here, so the fork server
+preloads this module)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import stat
+import threading
+from dataclasses import dataclass, field
+
+from vst.checkout.paths import (
+    _RETRIES,
+    _join,
+    _Missing,
+    _parts,
+    _rename_over,
+    _shown,
+    _unlink_quietly,
+    _Walker,
+)
+from vst.errors import CorruptObject, Interrupted, NotFound, Refused, VstError, from_os_error
+from vst.objects.ids import IdScheme
+from vst.objects.index import ObjectIndex
+from vst.objects.odb import ObjectDatabase, VolumeRef
+from vst.objects.oid import Oid
+from vst.objects.tree import TreeEntry
+from vst.objects.types import ObjectType
+from vst.store import Store
+
+TEMP_PREFIX = b".vst-tmp-"
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_SETID = stat.S_ISUID | stat.S_ISGID
+_USER_XATTR = "xattr.user."
+
+Group = tuple[bytes, list[tuple[bytes, TreeEntry]]]  # a directory, and what to put in it
+
+
+# -- the workers' side -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Done:
+    stats: list[tuple[int, int]] = field(default_factory=list)  # (ctime_ns, ino) per entry
+    written: int = 0
+    notes: dict[str, str] = field(default_factory=dict)  # warnings, once per kind
+
+
+class _Writer:
+    """The workers' side: puts files and symlinks into directories that it reaches from the
+    root by itself. Shared by a checkout's threads (one walker each); one per process."""
+
+    def __init__(self, odb: ObjectDatabase, root_fd: int, root: str) -> None:
+        self.odb = odb
+        self.root_fd = root_fd
+        self.root = root
+        self.prefix = TEMP_PREFIX + os.urandom(4).hex().encode() + b"-"
+        self.count = itertools.count()
+        self.local = threading.local()
+        self.walkers: list[_Walker] = []
+        self.packs: dict[Oid, VolumeRef | None] = {}
+        self.stop = threading.Event()
+
+    def failure(self, exc: OSError, path: bytes) -> VstError:
+        return from_os_error(exc, f"cannot write '{_shown(path)}' in '{self.root}'")
+
+    def walker(self, generation: int) -> _Walker:
+        # A new generation after every barrier: what the chain holds may have been replaced.
+        local = self.local
+        if getattr(local, "walker", None) is None:
+            local.walker = _Walker(self.root_fd)
+            self.walkers.append(local.walker)
+        elif local.generation != generation:
+            local.walker.reset()
+        local.generation = generation
+        return local.walker
+
+    def write_files(self, generation: int, groups: list[Group]) -> _Done:
+        done = _Done()
+        walker = self.walker(generation)
+        contents = iter(self.odb.read_many(
+            [(e.oid, e.size) for _, items in groups for _, e in items], self.packs))
+        for base, items in groups:
+            try:
+                dir_fd = walker.reach(_parts(base), create=False)
+            except _Missing:
+                raise NotFound(f"directory '{_shown(base)}' in '{self.root}' vanished while "
+                               "it was restored") from None
+            except OSError as exc:
+                raise self.failure(exc, base) from exc
+            for name, entry in items:
+                path = _join(base, name)
+                try:
+                    data = self.content(path, entry, next(contents))
+                    if entry.is_symlink:
+                        st = self.put_symlink(dir_fd, name, path, entry, data)
+                    else:
+                        st = self.put_file(dir_fd, name, entry, data, done.notes)
+                except OSError as exc:
+                    raise self.failure(exc, path) from exc
+                done.stats.append((st.st_ctime_ns, st.st_ino))
+                done.written += len(data)
+        return done
+
+    def write_large(self, generation: int, base: bytes, name: bytes, entry: TreeEntry
+                    ) -> _Done:
+        """One file stored as a chunks object, written a chunk at a time."""
+        path = _join(base, name)
+        chunks = self.odb.read_chunk_list(entry.oid)
+        if chunks.size != entry.size:
+            raise CorruptObject(f"'{_shown(path)}': the tree says {entry.size} bytes, its "
+                                f"chunks object {entry.oid} holds {chunks.size}")
+        done = _Done(written=entry.size)
+        try:
+            dir_fd = self.walker(generation).reach(_parts(base), create=False)
+            temp, fd = self.create_temp(dir_fd)
+            try:
+                os.ftruncate(fd, entry.size)  # the size known up front: no growing by pieces
+                for chunk in chunks.chunks:
+                    if self.stop.is_set():
+                        raise Interrupted(f"stopped while writing '{_shown(path)}'")
+                    kind, data = self.odb.get(chunk.oid)
+                    if kind != ObjectType.BLOB or len(data) != chunk.size:
+                        raise CorruptObject(
+                            f"'{_shown(path)}': chunk {chunk.oid} is a {kind.label} of "
+                            f"{len(data)} bytes, chunks object {entry.oid} says a blob of "
+                            f"{chunk.size}")
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                st = self.complete_file(dir_fd, fd, temp, name, entry, done.notes)
+            except BaseException:
+                _unlink_quietly(dir_fd, temp)
+                raise
+            finally:
+                os.close(fd)
+        except _Missing:
+            raise NotFound(f"directory '{_shown(base)}' in '{self.root}' vanished while it "
+                           "was restored") from None
+        except OSError as exc:
+            raise self.failure(exc, path) from exc
+        done.stats.append((st.st_ctime_ns, st.st_ino))
+        return done
+
+    def content(self, path: bytes, entry: TreeEntry,
+                got: tuple[ObjectType, bytes] | None) -> bytes:
+        """The entry's content, verified against its id, of the type and size it claims."""
+        kind, data = got or self.odb.get(entry.oid)
+        if kind != entry.kind:
+            raise CorruptObject(f"'{_shown(path)}': object {entry.oid} is a {kind.label}, "
+                                f"the tree says a {entry.kind.label}")
+        if len(data) != entry.size:
+            raise CorruptObject(f"'{_shown(path)}': the tree says {entry.size} bytes, "
+                                f"object {entry.oid} holds {len(data)}")
+        return data
+
+    def put_file(self, dir_fd: int, name: bytes, entry: TreeEntry, data: bytes,
+                 notes: dict[str, str]) -> os.stat_result:
+        temp, fd = self.create_temp(dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            return self.complete_file(dir_fd, fd, temp, name, entry, notes)
+        except BaseException:
+            _unlink_quietly(dir_fd, temp)
+            raise
+        finally:
+            os.close(fd)
+
+    def complete_file(self, dir_fd: int, fd: int, temp: bytes, name: bytes,
+                      entry: TreeEntry, notes: dict[str, str]) -> os.stat_result:
+        """Mode, attributes and times on the written temporary file, then into place."""
+        os.fchmod(fd, _permissions(entry, notes))
+        if entry.attrs:
+            _set_xattrs(fd, entry, notes)
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        _rename_over(dir_fd, temp, name)
+        return os.fstat(fd)  # after the rename, which changes the ctime
+
+    def put_symlink(self, dir_fd: int, name: bytes, path: bytes, entry: TreeEntry,
+                    target: bytes) -> os.stat_result:
+        if not target or b"\0" in target:
+            raise CorruptObject(f"'{_shown(path)}': invalid symlink target {target!r}")
+        for _ in range(_RETRIES):
+            temp = self.temp_name()
+            try:
+                os.symlink(target, temp, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise Refused(f"cannot make a temporary name next to '{_shown(path)}'")
+        try:
+            os.utime(temp, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dir_fd,
+                     follow_symlinks=False)
+            _rename_over(dir_fd, temp, name)
+        except BaseException:
+            _unlink_quietly(dir_fd, temp)
+            raise
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+    def temp_name(self) -> bytes:
+        return self.prefix + str(next(self.count)).encode()
+
+    def create_temp(self, dir_fd: int) -> tuple[bytes, int]:
+        for _ in range(_RETRIES):
+            temp = self.temp_name()
+            try:
+                return temp, os.open(temp, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+        raise Refused("cannot make a temporary file: every name tried is taken")
+
+    def close(self) -> None:
+        for walker in self.walkers:
+            walker.reset()
+
+
+def _permissions(entry: TreeEntry, notes: dict[str, str]) -> int:
+    mode = stat.S_IMODE(entry.mode)
+    if mode & _SETID:
+        notes.setdefault("setid", "setuid/setgid bits are not restored")
+        mode &= ~_SETID
+    return mode
+
+
+def _set_xattrs(fd: int, entry: TreeEntry, notes: dict[str, str]) -> None:
+    # The user namespace only: trusted.*, security.* and system.* would let a tree grant
+    # privileges or change access control.
+    for key, value in entry.attrs:
+        if key.startswith(_USER_XATTR):
+            try:
+                os.setxattr(fd, key[len("xattr."):], value)
+            except OSError as exc:
+                notes.setdefault("xattr", f"extended attributes not restored: {exc.strerror}")
+
+
+_process_writer: _Writer | VstError | None = None
+
+
+def _process_init(store: str, index: str, id_key: bytes | None, spool: str, root: str,
+                  identity: tuple[int, int]) -> None:
+    """Runs once in each worker process: its own store handle and root descriptor."""
+    global _process_writer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    try:
+        odb = ObjectDatabase(Store.open(store).volumes(), ObjectIndex(index, read_only=True),
+                             IdScheme(id_key), spool_dir=spool)
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(root_fd)
+        if (st.st_dev, st.st_ino) != identity:
+            raise Refused(f"'{root}' was replaced by another directory during the restore")
+        _process_writer = _Writer(odb, root_fd, root)
+    except VstError as exc:
+        _process_writer = exc
+    except OSError as exc:
+        _process_writer = from_os_error(exc, f"cannot open directory '{root}'")
+
+
+def _process_job(generation: int, groups: list[Group]) -> _Done:
+    if not isinstance(_process_writer, _Writer):
+        raise _process_writer or VstError("worker process not initialised")
+    return _process_writer.write_files(generation, groups)
