@@ -81,7 +81,8 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="vst", message="%(prog)s %(version)s")
 @click.option("-C", "directory", metavar="DIR", help="Run as if started in DIR.")
 @click.option("--store", "store_url", metavar="URL", envvar="VST_STORE",
-              help="The store to use (default: $VST_STORE, or the current directory).")
+              help="The store to use (default: $VST_STORE, the working copy's, the current "
+                   "directory, or your own).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and results.")
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")

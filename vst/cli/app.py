@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import click
@@ -13,7 +14,7 @@ from vst.errors import NotAStore
 from vst.store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from vst.config import ConfigLayers
     from vst.objects.commit import Signature
@@ -214,6 +215,21 @@ class App:
         the first second), nothing on a pipe or with -q."""
         return Progress(label, total, enabled=not self.quiet and not self.json
                         and sys.stderr.isatty(), json=self.json and not self.quiet)
+
+
+def store_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--store URL`` after the command name too (``vst clone --store URL NAME``), as the
+    commands that often name a store take it; it means what the global option means."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value:
+            app = ctx.find_object(App)
+            assert app is not None
+            app.store_url = value
+
+    return click.option("--store", "store_url", metavar="URL", expose_value=False,
+                        callback=remember, is_eager=True,
+                        help="The store (the same as 'vst --store URL ...').")(command)
 
 
 def tune_allocator() -> None:

@@ -6,13 +6,14 @@ import os
 
 import click
 
-from vst.cli.app import App, human_size, plural
+from vst.cli.app import App, human_size, plural, store_option
 
 
 @click.command("clone")
 @click.argument("collection")
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option("--rev", metavar="REV", help="Check out REV instead of the collection's head.")
+@store_option
 @click.pass_obj
 def command(app: App, collection: str, directory: str | None, rev: str | None) -> None:
     """Restore COLLECTION into a new working copy DIR (default: ./COLLECTION)."""

@@ -6,13 +6,14 @@ import os
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, store_option
 
 
 @click.command("init")
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("-c", "--collection", metavar="NAME",
               help="Name of the new collection (default: the folder's name).")
+@store_option
 @click.pass_obj
 def command(app: App, directory: str, collection: str | None) -> None:
     """Make DIR (default: here) the working copy of a new collection.

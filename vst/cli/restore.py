@@ -6,7 +6,7 @@ import os
 
 import click
 
-from vst.cli.app import App, human_size, plural
+from vst.cli.app import App, human_size, plural, store_option
 
 
 @click.command("restore")
@@ -17,6 +17,7 @@ from vst.cli.app import App, human_size, plural
 @click.option("-c", "--collection", metavar="NAME",
               help="Restore from this collection without a working copy (needs --to).")
 @click.argument("paths", nargs=-1, type=click.Path())
+@store_option
 @click.pass_obj
 def command(app: App, source: str | None, target: str | None, collection: str | None,
             paths: tuple[str, ...]) -> None:
