@@ -640,3 +640,17 @@ def test_drop_of_another_folder_runs_that_folders_hooks(two: tuple[Path, Path]) 
     ok(other, "commit", "-m", "hooks")
     assert vst(mine, "drop", str(other)).code == 19
     assert other.exists()
+
+
+def test_store_after_the_command_name(tmp_path: Path, env: dict[str, str]) -> None:
+    store_dir = str(tmp_path / "shared")
+    ok(tmp_path, "store", "init", store_dir)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "f").write_text("f")
+    ok(tmp_path, "init", "w", "--store", store_dir, "-c", "work")
+    ok(tmp_path / "w", "commit", "-m", "m")
+    ok(tmp_path, "clone", "--store", store_dir, "work", "w2")
+    assert (tmp_path / "w2" / "f").read_text() == "f"
+    ok(tmp_path, "restore", "--store", store_dir, "--collection", "work", "--to", "out")
+    assert (tmp_path / "out" / "f").read_text() == "f"
+    assert not (Path(env["XDG_DATA_HOME"]) / "vst").exists()  # the user's own store: untouched
