@@ -113,7 +113,7 @@ class StatCache:
     base: Oid | None
     entries: dict[bytes, CacheEntry] = field(default_factory=dict)
 
-    def encode(self, now_ns: int) -> bytes:
+    def encode(self, now_ns: int) -> bytearray:
         """The cache file; entries modified after ``now_ns - RACY_NS`` are saved unverified."""
         out = bytearray(_HEADER.pack(CACHE_MAGIC, CACHE_VERSION,
                                      self.base.raw if self.base else bytes(32),
@@ -131,11 +131,12 @@ class StatCache:
                                entry.oid.raw, ctime_ns, ino, len(attrs))
             out += attrs
         out += blake3(out).digest()
-        return bytes(out)
+        return out  # not copied into bytes: a million entries make 100 MB
 
     @classmethod
     def decode(cls, data: bytes) -> StatCache | None:
         """The cache, or None when the file is damaged or from another version."""
+        data = bytes(data)  # paths are sliced out of it, and must be hashable
         if len(data) < _HEADER.size + 32 or blake3(data[:-32]).digest() != data[-32:]:
             return None
         magic, version, base, count = _HEADER.unpack_from(data)

@@ -11,8 +11,9 @@ and ``pull`` mends (the files are already the commit's, so it is a fast-forward)
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vst.errors import RefConflict
 from vst.objects.commit import Signature
@@ -32,13 +33,16 @@ Warn = Callable[[str], None]
 class CommitResult:
     commit: Oid | None  # None: nothing to commit (or a dry run)
     parent: Oid | None
-    changes: list[Change]
+    counts: Counter[str]  # changes by status letter (A, M, D, T)
     read_bytes: int  # content read (files the stat cache could not vouch for)
     new_bytes: int  # sealed bytes of new objects stored
     changing: list[bytes]  # files that changed while they were read
+    # The changes themselves for a dry run only: a first commit of a million files would
+    # otherwise hold a million of them to print four numbers.
+    changes: list[Change] = field(default_factory=list)
 
     def count(self, status: str) -> int:
-        return sum(1 for change in self.changes if change.status == status)
+        return self.counts[status]
 
 
 def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Signature,
@@ -60,9 +64,12 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
             snapshot = scan(store, copy.root, cache, writer=None if dry_run else writer,
                             warn=warn, on_bytes=on_bytes)
             changes = working_changes(cache.entries, snapshot.entries)
-            result = CommitResult(None, base, changes, snapshot.read_bytes,
-                                  snapshot.new_bytes, snapshot.changing)
-            if dry_run or (not changes and not allow_empty):
+            counts = Counter(change.status for change in changes)
+            result = CommitResult(None, base, counts, snapshot.read_bytes, snapshot.new_bytes,
+                                  snapshot.changing, changes if dry_run else [])
+            if not dry_run:
+                del changes
+            if dry_run or (not counts and not allow_empty):
                 refresh_cache(copy, cache, snapshot, started)  # what was read need not be
                 return result                                  # read again
             tree = write_trees(writer, snapshot)
@@ -79,7 +86,7 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
         copy.set_base(oid)
         copy.save_cache(StatCache(oid, snapshot.entries), started)
     hooks.post("post-commit")
-    return CommitResult(oid, base, changes, snapshot.read_bytes, new_bytes, snapshot.changing)
+    return CommitResult(oid, base, counts, snapshot.read_bytes, new_bytes, snapshot.changing)
 
 
 def _moved(copy: WorkingCopy, base: Oid | None, head: Oid | None) -> RefConflict:
