@@ -25,7 +25,7 @@ from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
-from vst.objects.tree import Tree, TreeEntry, entry_mode
+from vst.objects.tree import Tree, entry_mode
 from vst.objects.types import ObjectType
 from vst.store import Store
 from vst.workdir import STATE_DIR, CacheEntry, StatCache
@@ -309,7 +309,3 @@ def cache_from_tree(store: Store, base: Oid | None) -> StatCache:
             if entry.is_dir:
                 stack.append((rel, entry.oid))
     return cache
-
-
-def tree_entries(cache: StatCache) -> dict[bytes, TreeEntry]:
-    return {rel: e.tree_entry(rel.rpartition(b"/")[2]) for rel, e in cache.entries.items()}
