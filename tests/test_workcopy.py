@@ -654,3 +654,11 @@ def test_store_after_the_command_name(tmp_path: Path, env: dict[str, str]) -> No
     ok(tmp_path, "restore", "--store", store_dir, "--collection", "work", "--to", "out")
     assert (tmp_path / "out" / "f").read_text() == "f"
     assert not (Path(env["XDG_DATA_HOME"]) / "vst").exists()  # the user's own store: untouched
+
+
+def test_a_killed_checkouts_temporary_files_are_neither_stored_nor_kept(photos: Path) -> None:
+    (photos / "sub" / ".vst-tmp-1234-0").write_bytes(b"half a file")
+    assert porcelain(photos) == ["A a.txt", "A b.bin", "A empty", "A link", "A sub/c.txt"]
+    ok(photos, "commit", "-m", "m")
+    assert ".vst-tmp" not in ok(photos, "ls-tree", "-r", "--name-only", "HEAD")
+    assert not (photos / "sub" / ".vst-tmp-1234-0").exists()

@@ -10,7 +10,8 @@ followed), permission bits, mtimes to the nanosecond, user xattrs (attributes
 ``xattr.user.NAME``) and hardlinks (attribute ``hardlink``: the first path, in sorted order,
 of the group of paths sharing the inode and content). Sockets, FIFOs and devices are
 skipped with a warning; so are paths ignored by ``.vstignore`` files and folders marked
-with a ``CACHEDIR.TAG``.
+with a ``CACHEDIR.TAG``. Names starting with ``.vst-tmp-`` are the checkout's temporary
+files (left behind only by a checkout that was killed): never stored, never reported.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vst.checkout.files import TEMP_PREFIX
 from vst.errors import UsageError, from_os_error
 from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
@@ -47,6 +49,7 @@ class Snapshot:
     new_bytes: int = 0  # sealed bytes of new objects written
     changing: list[bytes] = field(default_factory=list)  # files that changed while read
     ignored: list[bytes] = field(default_factory=list)  # by .vstignore or CACHEDIR.TAG
+    temporaries: list[bytes] = field(default_factory=list)  # see remove_temporaries
 
 
 def scan(store: Store, root: str, cache: StatCache | None, *,
@@ -80,6 +83,18 @@ def scan(store: Store, root: str, cache: StatCache | None, *,
     if writer is not None:
         snapshot.new_bytes = writer.bytes_written - written
     return snapshot
+
+
+def remove_temporaries(root: str, snapshot: Snapshot) -> None:
+    """Delete the temporary files a killed checkout left behind (found by the scan). Only
+    for a caller that holds the working copy's lock: no checkout of its own is running."""
+    base = os.fsencode(root)
+    for rel in snapshot.temporaries:
+        try:
+            os.unlink(os.path.join(base, rel))  # a file or a symlink: never followed
+        except OSError:
+            continue  # gone already, or not ours to remove: it stays unreported
+    snapshot.temporaries.clear()
 
 
 class _Walk:
@@ -132,6 +147,7 @@ class _Walk:
         rules = rules.enter(directory, rel_dir, names)
         mine = self.children[rel_dir]
         prefix = rel_dir + b"/" if rel_dir else b""
+        known, entries, ignored = self.known, self.entries, rules.ignored
         # No other name check: a directory listing never holds '', '.', '..', '/' or NUL.
         for child in listing:
             name = child.name
@@ -139,8 +155,26 @@ class _Walk:
                 if rel_dir:  # not this working copy's state: a folder vst will not store
                     self.snapshot.ignored.append(prefix + name)
                 continue
+            if name.startswith(TEMP_PREFIX):  # a checkout's, left by one that was killed
+                self.snapshot.temporaries.append(prefix + name)
+                continue
             rel = prefix + name
             try:
+                # The common case of a no-change scan, inline: a file whose status still
+                # matches its cache entry (one lstat, no other call per file).
+                cached = known.get(rel)
+                if cached is not None and cached.ctime_ns and cached.kind != ObjectType.TREE \
+                        and child.is_file(follow_symlinks=False) and not ignored(rel, False):
+                    st = child.stat(follow_symlinks=False)
+                    if st.st_ctime_ns == cached.ctime_ns and st.st_ino == cached.ino \
+                            and st.st_mtime_ns == cached.mtime_ns \
+                            and st.st_size == cached.size and st.st_mode == cached.mode \
+                            and not cached.attrs:
+                        mine.append(rel)
+                        entries[rel] = cached  # the very object: the comparison skips it
+                        if st.st_nlink > 1:
+                            self.nlink.append(rel)  # see link_groups
+                        continue
                 self.scan_child(child, rel, rules, mine, stack)
             except FileNotFoundError:
                 if mine and mine[-1] == rel:

@@ -20,7 +20,7 @@ from vst.objects.commit import Signature
 from vst.objects.oid import Oid
 from vst.plumbing.commit_tree import commit_tree
 from vst.plumbing.diff_tree import Change
-from vst.plumbing.snapshot import scan, write_trees
+from vst.plumbing.snapshot import remove_temporaries, scan, write_trees
 from vst.porcelain.hooks import Hooks
 from vst.porcelain.status import load_cache, refresh_cache, working_changes
 from vst.store import Store
@@ -63,6 +63,7 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
         with store.odb.writer() as writer:
             snapshot = scan(store, copy.root, cache, writer=None if dry_run else writer,
                             warn=warn, on_bytes=on_bytes)
+            remove_temporaries(copy.root, snapshot)
             changes = working_changes(cache.entries, snapshot.entries)
             counts = Counter(change.status for change in changes)
             result = CommitResult(None, base, counts, snapshot.read_bytes, snapshot.new_bytes,

@@ -28,7 +28,7 @@ from vst.errors import NotFound, Refused
 from vst.objects.oid import Oid
 from vst.objects.types import ObjectType
 from vst.plumbing.diff_tree import Change
-from vst.plumbing.snapshot import cache_from_tree, scan
+from vst.plumbing.snapshot import cache_from_tree, remove_temporaries, scan
 from vst.porcelain.clone import cache_entries
 from vst.porcelain.hooks import Hooks
 from vst.porcelain.status import leaves, load_cache, working_changes
@@ -82,6 +82,7 @@ def pull(store: Store, copy: WorkingCopy, *, hooks: Hooks, warn: Warn = lambda _
         started = time.time_ns()
         cache = load_cache(store, copy)
         snapshot = scan(store, copy.root, cache, warn=warn)
+        remove_temporaries(copy.root, snapshot)
         theirs_all = cache_from_tree(store, head).entries
         ours = {c.path: c for c in working_changes(cache.entries, snapshot.entries)}
         theirs = working_changes(cache.entries, theirs_all)
