@@ -662,3 +662,16 @@ def test_a_killed_checkouts_temporary_files_are_neither_stored_nor_kept(photos: 
     ok(photos, "commit", "-m", "m")
     assert ".vst-tmp" not in ok(photos, "ls-tree", "-r", "--name-only", "HEAD")
     assert not (photos / "sub" / ".vst-tmp-1234-0").exists()
+
+
+def test_pull_of_an_empty_folder_where_a_folder_with_new_files_is(two: tuple[Path, Path]) -> None:
+    mine, other = two
+    (other / "shared").mkdir()
+    ok(other, "commit", "-m", "an empty folder")
+    (mine / "shared").mkdir()
+    (mine / "shared" / "new.txt").write_text("mine\n")
+    ran = vst(mine, "pull")
+    assert ran.code == 0, ran.err
+    assert not [name for name in os.listdir(mine) if "conflict" in name]
+    assert (mine / "shared" / "new.txt").read_text() == "mine\n"
+    assert porcelain(mine) == ["A shared/new.txt"]

@@ -93,9 +93,13 @@ def pull(store: Store, copy: WorkingCopy, *, hooks: Hooks, warn: Warn = lambda _
             def present(path: bytes) -> bool:
                 return os.path.lexists(os.path.join(root, path))
 
+            def folder(path: bytes) -> bool:
+                full = os.path.join(root, path)
+                return os.path.isdir(full) and not os.path.islink(full)
+
             for change in theirs:
                 _merge_path(checkout, change, ours.get(change.path), mine, other, head, result,
-                            present)
+                            present, folder)
             _remove_emptied_dirs(checkout, cache.entries, theirs_all)
             placed = checkout.finish()
         entries = _new_cache(theirs_all, snapshot.entries, cache_entries(placed))
@@ -107,13 +111,16 @@ def pull(store: Store, copy: WorkingCopy, *, hooks: Hooks, warn: Warn = lambda _
 
 def _merge_path(checkout: Checkout, change: Change, ours: Change | None,
                 mine: dict[bytes, CacheEntry], other: dict[bytes, CacheEntry], head: Oid,
-                result: PullResult, present: Callable[[bytes], bool]) -> None:
+                result: PullResult, present: Callable[[bytes], bool],
+                folder: Callable[[bytes], bool]) -> None:
     path = change.path
     theirs = other.get(path)
     here = mine.get(path)
     name = path.rpartition(b"/")[2]
     try:
         if ours is None and here is None and theirs is not None and present(path):
+            if theirs.kind == ObjectType.TREE and folder(path):
+                return  # an empty folder there, a folder with new files here: both kept
             # Something the scan did not take (an ignored file, say) is where the head now
             # has a path: it is not ours to overwrite.
             aside = conflict_name(path, head)
