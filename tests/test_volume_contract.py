@@ -2,6 +2,10 @@
 
 Every behaviour vst relies on from a volume (vst/remotes/volume.py) is checked here; a new
 backend (S3, SSH) joins by adding a factory to BACKENDS, and must pass unchanged.
+
+A factory gets a fresh directory and the test's request, so a backend that needs a service
+can ask for its fixture (``request.getfixturevalue``); UNREACHABLE makes a volume of each
+backend whose storage is not there (an unplugged disk, a bucket that does not exist).
 """
 
 from __future__ import annotations
@@ -16,16 +20,47 @@ from vst.errors import NotFound, UsageError, VolumeUnreachable
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
 
-BACKENDS: dict[str, Callable[[Path], Volume]] = {
-    "local": lambda root: LocalVolume(str(root)),
+Factory = Callable[[Path, pytest.FixtureRequest], Volume]
+
+
+def s3_volume(root: Path, request: pytest.FixtureRequest, bucket: str | None = None) -> Volume:
+    from vst.remotes.s3 import S3Volume
+
+    server = request.getfixturevalue("s3_server")
+    # One prefix per test (its tmp_path's unique name) in the session's shared bucket.
+    return S3Volume(f"s3://{bucket or server.bucket}/{root.parent.name}",
+                    endpoint_url=server.endpoint_url, region="us-east-1",
+                    access_key=server.access_key, secret_key=server.secret_key)
+
+
+BACKENDS: dict[str, Factory] = {
+    "local": lambda root, request: LocalVolume(str(root)),
+    "s3": s3_volume,
 }
 
+UNREACHABLE: dict[str, Factory] = {
+    "local": lambda root, request: LocalVolume(str(root / "unplugged")),
+    "s3": lambda root, request: s3_volume(root, request, bucket="no-such-bucket"),
+}
 
-@pytest.fixture(params=sorted(BACKENDS))
+NEEDS_SERVICE = {"s3"}
+
+
+def _backend_params() -> list[object]:
+    return [pytest.param(name, marks=[pytest.mark.service] if name in NEEDS_SERVICE else [])
+            for name in sorted(BACKENDS)]
+
+
+@pytest.fixture(params=_backend_params())
 def volume(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Volume]:
     root = tmp_path / "volume"
     root.mkdir()
-    yield BACKENDS[request.param](root)
+    yield BACKENDS[request.param](root, request)
+
+
+@pytest.fixture(params=_backend_params())
+def unreachable_volume(request: pytest.FixtureRequest, tmp_path: Path) -> Volume:
+    return UNREACHABLE[request.param](tmp_path, request)
 
 
 def test_store_then_load_whole_and_ranges(volume: Volume) -> None:
@@ -97,8 +132,8 @@ def test_info(volume: Volume) -> None:
     assert info.free_bytes is None or info.free_bytes > 0
 
 
-def test_an_unreachable_volume_says_so(tmp_path: Path) -> None:
-    gone = LocalVolume(str(tmp_path / "unplugged"))
+def test_an_unreachable_volume_says_so(unreachable_volume: Volume) -> None:
+    gone = unreachable_volume
     with pytest.raises(VolumeUnreachable):
         gone.load("packs/aa/1")
     with pytest.raises(VolumeUnreachable):
