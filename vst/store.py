@@ -58,12 +58,23 @@ DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 DEFAULT_COMPRESSION = 3
 LOCK_TIMEOUT = 10.0
 _COLLECTION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\Z")
+# The keys a [volumes.NAME] table may hold besides url and id: where to reach an S3
+# volume, never how to authenticate (boto3's chain supplies credentials).
+S3_OPTIONS = ("endpoint_url", "region", "profile")
 
 Warn = Callable[[str], None]
 
 
 def _ignore(_message: str) -> None:
     pass
+
+
+def check_volume_name(name: str) -> str:
+    if not _COLLECTION_RE.match(name) or ".." in name:
+        raise UsageError(f"invalid volume name '{name}'",
+                         hint="use letters, digits, '.', '_' and '-', starting with a letter, "
+                              "digit or '_'")
+    return name
 
 
 def check_collection_name(name: str) -> str:
@@ -73,6 +84,33 @@ def check_collection_name(name: str) -> str:
                          hint="use letters, digits, '.', '_' and '-', starting with a letter, "
                               "digit or '_'")
     return name
+
+
+class VolumeSpec(NamedTuple):
+    """A volume as config.toml describes it. ``url`` is an absolute path for a local
+    volume (a relative one in the config is taken from the store) or ``s3://BUCKET/PREFIX``."""
+
+    name: str
+    url: str
+    volume_id: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "s3" if self.url.startswith("s3://") else "local"
+
+
+def open_volume(spec: VolumeSpec, fs: FileSystem = DEFAULT_FS) -> Volume:
+    """The backend for ``spec``. Makes no request: an unreachable volume fails on first use.
+    boto3 is imported only for an S3 volume."""
+    if spec.kind == "s3":
+        from vst.remotes.s3 import S3Volume
+
+        return S3Volume(spec.url, endpoint_url=spec.endpoint_url, region=spec.region,
+                        profile=spec.profile)
+    return LocalVolume(spec.url, fs)
 
 
 class ReflogEntry(NamedTuple):
@@ -172,6 +210,7 @@ class Store:
                                 "out of range")
         self._volume_specs = self._read_volume_specs(name)
         self._volumes: list[Any] | None = None
+        self._backends: dict[str, Volume] = {}
         self._odb: Any = None
 
     # -- creating and opening ---------------------------------------------------------------
@@ -199,7 +238,7 @@ class Store:
             fs.makedirs(os.path.join(path, sub))
         store = cls(path, config, fs=fs, warn=warn)
         for spec in store._volume_specs:
-            store._write_descriptor(LocalVolume(spec.url, fs), spec.volume_id)
+            store._write_descriptor(open_volume(spec, fs), spec.volume_id)
         # config.toml last: a directory without it is not (yet) a store.
         store._write_config()
         return store
@@ -262,27 +301,45 @@ class Store:
 
     # -- volumes ------------------------------------------------------------------------------
 
-    class _VolumeSpec(NamedTuple):
-        name: str
-        url: str
-        volume_id: str
-
-    def _read_volume_specs(self, name: str) -> list[Store._VolumeSpec]:
+    def _read_volume_specs(self, name: str) -> list[VolumeSpec]:
         volumes = self.config.get("volumes", {})
         if not isinstance(volumes, dict) or not volumes:
             raise CorruptConfig(f"'{name}': no volumes configured")
-        specs = []
-        for vol_name, table in sorted(volumes.items()):
-            if not isinstance(table, dict) or not isinstance(table.get("url"), str) \
-                    or not isinstance(table.get("id"), str):
-                raise CorruptConfig(f"'{name}': volume '{vol_name}' needs a url and an id")
-            url = table["url"]
-            if "://" in url:
-                raise UnsupportedFormat(f"'{name}': volume '{vol_name}' at '{url}': this "
-                                        "version of vst supports local directory volumes only")
+        return [self._volume_spec(vol_name, table, name)
+                for vol_name, table in sorted(volumes.items())]
+
+    def _volume_spec(self, vol_name: str, table: Any, name: str) -> VolumeSpec:
+        if not isinstance(table, dict) or not isinstance(table.get("url"), str) \
+                or not isinstance(table.get("id"), str):
+            raise CorruptConfig(f"'{name}': volume '{vol_name}' needs a url and an id")
+        url = table["url"]
+        options: dict[str, str] = {}
+        for key in S3_OPTIONS:
+            value = table.get(key)
+            if value is not None and not isinstance(value, str):
+                raise CorruptConfig(f"'{name}': volumes.{vol_name}.{key} must be a string")
+            if value:
+                options[key] = value
+        if url.startswith("s3://"):
+            from vst.remotes.s3 import parse_s3_url
+
+            try:
+                parse_s3_url(url)
+            except UsageError as exc:
+                raise CorruptConfig(f"'{name}': volume '{vol_name}': {exc.message}") from None
+        elif "://" in url:
+            raise UnsupportedFormat(f"'{name}': volume '{vol_name}' at '{url}': this version "
+                                    "of vst supports local directories and s3:// volumes only")
+        else:
+            if options:
+                raise CorruptConfig(f"'{name}': volume '{vol_name}': "
+                                    f"{', '.join(sorted(options))} apply to s3:// volumes only")
             url = os.path.join(self.path, url)
-            specs.append(Store._VolumeSpec(vol_name, url, table["id"]))
-        return specs
+        return VolumeSpec(vol_name, url, table["id"], **options)
+
+    def volume_specs(self) -> list[VolumeSpec]:
+        """The configured volumes, in the order of their names; nothing is opened."""
+        return list(self._volume_specs)
 
     def _write_descriptor(self, backend: Volume, volume_id: str) -> None:
         descriptor = {"volume": {"format": VOLUME_FORMAT, "id": volume_id,
@@ -301,6 +358,67 @@ class Store:
             raise WrongVolume(f"volume '{name}' at '{backend.url}' belongs to another store "
                               f"or is another volume", hint="check the disk or the URL")
 
+    def backend(self, spec: VolumeSpec) -> Volume:
+        """The backend of one of the store's volumes, opened once (an S3 client is costly to
+        make, and a mirror write happens on every ref move). Not checked: see volumes()."""
+        if spec.name not in self._backends:
+            self._backends[spec.name] = open_volume(spec, self.fs)
+        return self._backends[spec.name]
+
+    def claim_volume(self, backend: Volume) -> str:
+        """Make ``backend`` a volume of this store, before it is added to config.toml: write
+        a descriptor with a new volume id and return the id. A volume another store owns is
+        refused (WrongVolume), one this store already uses too (AlreadyExists); the
+        descriptor of an add that was interrupted before config.toml changed is taken over,
+        so running the add again resumes it."""
+        try:
+            raw = backend.load(DESCRIPTOR)
+        except NotFound:
+            volume_id = _new_id()
+            self._write_descriptor(backend, volume_id)
+            return volume_id
+        table = _parse_toml(raw, f"{backend.url}/{DESCRIPTOR}").get("volume", {})
+        if not isinstance(table, dict) or table.get("store") != self.store_id \
+                or not isinstance(table.get("id"), str):
+            raise WrongVolume(f"'{backend.url}' is a volume of another store",
+                              hint="a volume belongs to one store; use another prefix or "
+                                   "directory")
+        for spec in self._volume_specs:
+            if spec.volume_id == table["id"]:
+                raise AlreadyExists(f"'{backend.url}' is already this store's volume "
+                                    f"'{spec.name}'")
+        return str(table["id"])
+
+    def add_volume(self, name: str, table: dict[str, str]) -> VolumeSpec:
+        """Record a volume (``table``: url, id and the S3 options) in config.toml, which is
+        read again and written under the config lock, and mirrored to every volume, the new
+        one included. The caller has claimed the volume and copied the packs to it first."""
+        check_volume_name(name)
+        config_name = self._file("config.toml")
+        with self._ref_lock(".config", "the store's config"):
+            config = _parse_toml(read_file(config_name), config_name)
+            volumes = config.setdefault("volumes", {})
+            if not isinstance(volumes, dict):
+                raise CorruptConfig(f"'{config_name}': volumes must be a table")
+            if name in volumes:
+                raise AlreadyExists(f"volume '{name}' already exists")
+            volumes[name] = dict(table)
+            fresh = type(self)(self.path, config, fs=self.fs, warn=self.warn)
+            self.close()
+            self.config = config
+            self._volume_specs = fresh._volume_specs
+            self._volumes = None
+            self._backends.pop(name, None)
+            self._write_config()
+        return next(spec for spec in self._volume_specs if spec.name == name)
+
+    def check_volume(self, spec: VolumeSpec) -> Volume:
+        """The backend of ``spec`` once its descriptor says it is this store's volume
+        (VolumeError when it cannot be reached, WrongVolume when it is another)."""
+        backend = self.backend(spec)
+        self._check_descriptor(backend, spec.name, spec.volume_id)
+        return backend
+
     def volumes(self) -> list[Any]:
         """The store's volumes (``VolumeRef``), each checked against its descriptor."""
         if self._volumes is None:
@@ -308,8 +426,7 @@ class Store:
 
             refs = []
             for spec in self._volume_specs:
-                backend = LocalVolume(spec.url, self.fs)
-                self._check_descriptor(backend, spec.name, spec.volume_id)
+                backend = self.check_volume(spec)
                 refs.append(VolumeRef(spec.name, spec.volume_id, backend))
             self._volumes = refs
         return self._volumes
@@ -319,7 +436,7 @@ class Store:
         reported, not fatal: the local write already succeeded and scrub re-mirrors."""
         for spec in self._volume_specs:
             try:
-                LocalVolume(spec.url, self.fs).store(f"meta/{name}", data)
+                self.backend(spec).store(f"meta/{name}", data)
             except VstError as exc:
                 self.warn(f"cannot mirror {name} to volume '{spec.name}': {exc}")
 

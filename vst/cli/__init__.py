@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drop": ("drop", "porcelain", "Remove a working copy when nothing would be lost"),
     "store": ("store", "porcelain", "Create a store"),
     "collection": ("collection", "porcelain", "Create and list collections"),
+    "volume": ("volume", "porcelain", "Add and list volumes"),
     "config": ("config", "porcelain", "Get and set options (global, store, working copy)"),
     "index": ("index", "porcelain", "Maintain the object index cache"),
     "log": ("log", "porcelain", "Show commit history"),

@@ -1,0 +1,62 @@
+"""vst volume add NAME URL | vst volume list"""
+
+from __future__ import annotations
+
+import click
+
+from vst.cli.app import App, human_size, plural
+
+
+@click.group("volume")
+def command() -> None:
+    """Add and list volumes."""
+
+
+@command.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--endpoint-url", metavar="URL", help="The S3 endpoint (SeaweedFS, MinIO...).")
+@click.option("--region", metavar="REGION", help="The S3 region.")
+@click.option("--profile", metavar="PROFILE", help="The AWS profile to take credentials from.")
+@click.pass_obj
+def add(app: App, name: str, url: str, endpoint_url: str | None, region: str | None,
+        profile: str | None) -> None:
+    """Add the volume URL (a directory or s3://BUCKET/PREFIX) as NAME, copying everything
+    the store holds to it."""
+    from vst.porcelain.volume import volume_add
+
+    progress = app.progress("Copying")
+    try:
+        added = volume_add(app.open_store(), name, url, endpoint_url=endpoint_url,
+                           region=region, profile=profile, on_start=progress.set_total,
+                           on_bytes=progress.add)
+    finally:
+        progress.close()
+    if app.json:
+        app.emit_json({"type": "volume_add", "name": added.name, "kind": added.kind,
+                       "url": added.url, "id": added.volume_id, "packs": added.packs,
+                       "bytes": added.bytes})
+    elif not app.quiet:
+        click.echo(f"Added volume '{added.name}' ({added.url}): copied "
+                   f"{plural(added.packs, 'pack')}, {human_size(added.bytes)}")
+
+
+@command.command("list")
+@click.pass_obj
+def list_(app: App) -> None:
+    """List volumes: name, kind, URL, packs and bytes held, reachable or not."""
+    from vst.porcelain.volume import volume_list
+
+    for info in volume_list(app.open_store()):
+        if app.json:
+            app.emit_json({"type": "volume", "name": info.name, "kind": info.kind,
+                           "url": info.url, "id": info.volume_id,
+                           "endpoint_url": info.endpoint_url, "reachable": info.reachable,
+                           "packs": info.packs, "bytes": info.bytes, "problem": info.problem})
+        else:
+            held = f"{plural(info.packs, 'pack')}\t{human_size(info.bytes)}" \
+                if info.packs is not None and info.bytes is not None else "-\t-"
+            state = "ok" if info.problem is None else \
+                ("unreachable" if not info.reachable else "refused")
+            line = f"{info.name}\t{info.kind}\t{info.url}\t{held}\t{state}"
+            click.echo(line + (f"\t{info.problem}" if info.problem else ""))
