@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "volume": ("volume", "porcelain", "Add and list volumes"),
     "config": ("config", "porcelain", "Get and set options (global, store, working copy)"),
     "index": ("index", "porcelain", "Maintain the object index cache"),
+    "scrub": ("scrub", "porcelain", "Verify every pack on the volumes, without keys"),
     "log": ("log", "porcelain", "Show commit history"),
     "show": ("show", "porcelain", "Show a commit with its patch, a tree or a file"),
     "diff": ("diff", "porcelain", "Show changes between revisions or the working copy"),

@@ -1,0 +1,283 @@
+"""``vst scrub``: verify every pack copy on the volumes, reading each one as the volume has it.
+
+For each volume (or the one named) the packs are listed from the volume itself, not from
+the index, and each pack is read front to back in bounded pieces (range reads), so memory
+stays flat whatever the pack's size (one piece plus the largest record):
+
+- its BLAKE3 must be its name (invariant 3: this needs no key);
+- its header, footer and index must parse (the checks of ``verify-pack``);
+- each record's framing (header, id, type, flags, length) must hold, and, since this store
+  has no encryption yet, each record is unsealed and re-hashed against its object id. With
+  encrypted keyrings, scrub will check only what needs no key: the pack's name, its index
+  and the records' framing.
+
+It also reports copies the index says a volume holds that the volume lacks (missing), and
+packs on a volume that the index does not know (unknown: reported, not an error).
+
+``subset=(n, t)`` checks the packs whose id falls in part ``n`` of ``t`` (the first eight
+hex digits modulo ``t``), so that runs ``1/t`` .. ``t/t`` together cover every pack exactly
+once. Every pack checked is recorded in a state file under the store's ``tmp/scrub/`` (one
+per subset): ``resume=True`` continues an interrupted pass from it, and a pass that
+completes clears it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import blake3
+
+from vst.errors import Corrupt, NotFound, UnsupportedFormat, UsageError, VolumeIOError
+from vst.fsio import read_file
+from vst.objects.ids import IdScheme
+from vst.objects.oid import is_full_hex
+from vst.objects.pack import MAGIC, PackEntry, read_index
+from vst.objects.seal import unseal
+from vst.remotes.volume import Volume
+from vst.store import Store
+
+PIECE = 4 * 1024 * 1024  # bytes per range read
+
+BAD = "bad"
+MISSING = "missing"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubProblem:
+    volume: str
+    pack: str  # the pack's hex id, or the volume object's name when it is no pack name
+    kind: str  # BAD, MISSING or UNKNOWN
+    message: str  # the whole line: "pack <id> on volume '<name>': <what is wrong>"
+
+
+@dataclass(slots=True)
+class ScrubResult:
+    volumes: list[str] = field(default_factory=list)
+    packs_checked: int = 0  # pack copies verified in this pass, resumed ones included
+    bytes_checked: int = 0
+    packs_resumed: int = 0  # of which taken from the state of an interrupted run
+    bytes_resumed: int = 0
+    bad: int = 0  # pack copies with at least one problem
+    missing: int = 0
+    unknown: int = 0
+    problems: list[ScrubProblem] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """No bad and no missing copy (unknown packs are not an error)."""
+        return self.bad == 0 and self.missing == 0
+
+
+def parse_subset(text: str) -> tuple[int, int]:
+    """``"N/T"`` -> ``(N, T)`` with 1 <= N <= T."""
+    try:
+        n_text, t_text = text.split("/")
+        n, t = int(n_text), int(t_text)
+    except ValueError:
+        raise UsageError(f"invalid subset '{text}': expected N/T, as in 1/5") from None
+    if not 1 <= n <= t:
+        raise UsageError(f"invalid subset '{text}': need 1 <= N <= T")
+    return n, t
+
+
+def in_subset(pack_hex: str, subset: tuple[int, int] | None) -> bool:
+    if subset is None:
+        return True
+    n, t = subset
+    return int(pack_hex[:8], 16) % t == n - 1
+
+
+def scrub(store: Store, *, volume: str | None = None, subset: tuple[int, int] | None = None,
+          resume: bool = False, progress: Callable[[int], None] | None = None) -> ScrubResult:
+    """Verify the pack copies on ``volume`` (every volume when None); ``progress`` gets the
+    number of bytes read after each piece. Problems are collected, never raised; a volume
+    that cannot be reached raises."""
+    specs = store.volume_specs()
+    if volume is not None:
+        specs = [spec for spec in specs if spec.name == volume]
+        if not specs:
+            raise NotFound(f"no volume '{volume}' in the store")
+    odb = store.odb
+    indexed = {row.pack.hex: row for row in odb.index.packs()}
+    state = _State(os.path.join(store.path, "tmp", "scrub"), subset, store)
+    done = state.load() if resume else {}
+    if not resume:
+        state.clear([spec.volume_id for spec in specs])
+    result = ScrubResult()
+    for spec in specs:
+        backend = store.check_volume(spec)
+        result.volumes.append(spec.name)
+        listed = _listed_packs(backend, spec.name, subset, result)
+        previous = done.get(spec.volume_id, {})
+        for pack_hex in sorted(listed):
+            where = f"pack {pack_hex} on volume '{spec.name}'"
+            row = indexed.get(pack_hex)
+            if row is None:
+                _report(result, spec.name, pack_hex, UNKNOWN, f"{where}: not in the index")
+            elif spec.volume_id not in row.volumes:
+                _report(result, spec.name, pack_hex, UNKNOWN,
+                        f"{where}: the index records no copy on this volume")
+            if pack_hex in previous:
+                size, messages = previous[pack_hex]
+                result.packs_resumed += 1
+                result.bytes_resumed += size
+            else:
+                size, messages = _check_pack(backend, listed[pack_hex], pack_hex, where,
+                                             odb.ids, progress)
+                state.record(spec.volume_id, pack_hex, size, messages)
+            result.packs_checked += 1
+            result.bytes_checked += size
+            if messages:
+                result.bad += 1
+                result.problems.extend(ScrubProblem(spec.name, pack_hex, BAD, m)
+                                       for m in messages)
+        for pack_hex, row in sorted(indexed.items()):
+            if spec.volume_id in row.volumes and pack_hex not in listed \
+                    and in_subset(pack_hex, subset):
+                result.missing += 1
+                _report(result, spec.name, pack_hex, MISSING,
+                        f"pack {pack_hex} on volume '{spec.name}': missing (the index records "
+                        "a copy there)")
+    state.clear([spec.volume_id for spec in specs])
+    return result
+
+
+def _report(result: ScrubResult, volume: str, pack: str, kind: str, message: str) -> None:
+    if kind == UNKNOWN:
+        result.unknown += 1
+    result.problems.append(ScrubProblem(volume, pack, kind, message))
+
+
+def _listed_packs(backend: Volume, volume: str, subset: tuple[int, int] | None,
+                  result: ScrubResult) -> dict[str, str]:
+    """Pack hex id -> volume object name, for the packs on the volume in ``subset``. Names
+    under packs/ that are no pack name are reported as unknown (by the first subset only,
+    so that a full set of subsets reports each once)."""
+    packs = {}
+    for name in backend.list("packs/"):
+        parts = name.split("/")
+        if len(parts) == 3 and is_full_hex(parts[2]) and parts[1] == parts[2][:2]:
+            if in_subset(parts[2], subset):
+                packs[parts[2]] = name
+        elif subset is None or subset[0] == 1:
+            _report(result, volume, name, UNKNOWN,
+                    f"'{name}' on volume '{volume}': not a pack name")
+    return packs
+
+
+def _check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdScheme,
+                progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
+    """Read one pack copy in pieces; return its size and what is wrong with it."""
+    try:
+        size = backend.size(name)
+    except NotFound:
+        return 0, [f"{where}: vanished while scrubbing"]
+    except VolumeIOError as exc:
+        return 0, [f"{where}: cannot read: {exc}"]
+    problems: list[str] = []
+
+    def load(offset: int, length: int) -> bytes:
+        return backend.load(name, offset, length)
+
+    entries: list[PackEntry] = []
+    try:
+        entries = sorted(read_index(load, size, where), key=lambda e: e.offset)
+    except (Corrupt, UnsupportedFormat) as exc:
+        problems.append(str(exc))
+    except (NotFound, VolumeIOError) as exc:
+        problems.append(f"{where}: cannot read: {exc}")
+    hasher = blake3.blake3()
+    buffer = bytearray()
+    start = 0  # offset in the pack of buffer[0]
+    position = 0
+    following = 0  # the next record (entries[following]) to verify
+    try:
+        while position < size:
+            piece = backend.load(name, position, min(PIECE, size - position))
+            if not piece:
+                problems.append(f"{where}: shorter than its listed size")
+                break
+            hasher.update(piece)
+            if position == 0 and piece[:len(MAGIC)] != MAGIC[:len(piece)]:
+                problems.append(f"{where}: not a vst pack (bad magic)")
+            position += len(piece)
+            buffer += piece
+            with memoryview(buffer) as view:
+                while following < len(entries) and \
+                        entries[following].offset + entries[following].length <= position:
+                    entry = entries[following]
+                    record = view[entry.offset - start:entry.offset - start + entry.length]
+                    try:
+                        unseal(record, entry.oid, ids, where)
+                    except (Corrupt, UnsupportedFormat) as exc:
+                        problems.append(str(exc))
+                    finally:
+                        record.release()
+                    following += 1
+            # Keep only what the next record needs: memory is one piece plus one record.
+            keep = entries[following].offset if following < len(entries) else position
+            del buffer[:keep - start]
+            start = keep
+            if progress:
+                progress(len(piece))
+    except (NotFound, VolumeIOError) as exc:
+        problems.append(f"{where}: cannot read: {exc}")
+    if position == size and hasher.hexdigest() != pack_hex:
+        problems.insert(0, f"{where}: content does not match its name")
+    return size, problems
+
+
+class _State:
+    """Packs checked in the current pass, as JSON lines appended after each pack:
+    ``{"volume": ID, "pack": HEX, "size": N, "problems": [...]}``. A torn last line (a crash
+    while appending) is ignored: that pack is checked again."""
+
+    def __init__(self, directory: str, subset: tuple[int, int] | None, store: Store) -> None:
+        self.directory = directory
+        label = "all" if subset is None else f"{subset[0]}-of-{subset[1]}"
+        self.path = os.path.join(directory, f"{label}.jsonl")
+        self.fs = store.fs
+
+    def load(self) -> dict[str, dict[str, tuple[int, list[str]]]]:
+        done: dict[str, dict[str, tuple[int, list[str]]]] = {}
+        try:
+            data = read_file(self.path)
+        except NotFound:
+            return done
+        for line in data.splitlines():
+            try:
+                record = json.loads(line)
+                done.setdefault(str(record["volume"]), {})[str(record["pack"])] = (
+                    int(record["size"]), [str(p) for p in record["problems"]])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return done
+
+    def record(self, volume_id: str, pack_hex: str, size: int, problems: list[str]) -> None:
+        if not os.path.isdir(self.directory):
+            self.fs.makedirs(self.directory)
+        line = json.dumps({"volume": volume_id, "pack": pack_hex, "size": size,
+                           "problems": problems})
+        self.fs.append(self.path, line.encode() + b"\n")
+
+    def clear(self, volume_ids: list[str]) -> None:
+        """Forget the given volumes' progress; the file goes when nothing is left."""
+        if not os.path.exists(self.path):
+            return
+        keep = [line for line in read_file(self.path).splitlines()
+                if _volume_of(line) not in volume_ids]
+        if keep:
+            self.fs.write_file(self.path, b"".join(line + b"\n" for line in keep))
+        else:
+            self.fs.remove(self.path)
+
+
+def _volume_of(line: bytes) -> str | None:
+    try:
+        return str(json.loads(line)["volume"])
+    except (ValueError, KeyError, TypeError):
+        return None
