@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "config": ("config", "porcelain", "Get and set options (global, store, working copy)"),
     "index": ("index", "porcelain", "Maintain the object index cache"),
     "scrub": ("scrub", "porcelain", "Verify every pack on the volumes, without keys"),
+    "repair": ("repair", "porcelain", "Rewrite bad or missing pack copies from verified ones"),
     "log": ("log", "porcelain", "Show commit history"),
     "show": ("show", "porcelain", "Show a commit with its patch, a tree or a file"),
     "diff": ("diff", "porcelain", "Show changes between revisions or the working copy"),

@@ -126,7 +126,7 @@ def scrub(store: Store, *, volume: str | None = None, subset: tuple[int, int] | 
                 result.packs_resumed += 1
                 result.bytes_resumed += size
             else:
-                size, messages = _check_pack(backend, listed[pack_hex], pack_hex, where,
+                size, messages = check_pack(backend, listed[pack_hex], pack_hex, where,
                                              odb.ids, progress)
                 state.record(spec.volume_id, pack_hex, size, messages)
             result.packs_checked += 1
@@ -169,8 +169,8 @@ def _listed_packs(backend: Volume, volume: str, subset: tuple[int, int] | None,
     return packs
 
 
-def _check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdScheme,
-                progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
+def check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdScheme,
+               progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
     """Read one pack copy in pieces; return its size and what is wrong with it."""
     try:
         size = backend.size(name)
