@@ -127,7 +127,7 @@ def scrub(store: Store, *, volume: str | None = None, subset: tuple[int, int] | 
                 result.bytes_resumed += size
             else:
                 size, messages = check_pack(backend, listed[pack_hex], pack_hex, where,
-                                             odb.ids, progress)
+                                            odb.ids, progress)
                 state.record(spec.volume_id, pack_hex, size, messages)
             result.packs_checked += 1
             result.bytes_checked += size
