@@ -1,4 +1,4 @@
-"""vst volume add NAME URL | vst volume list"""
+"""vst volume add NAME URL | vst volume list | vst volume validate NAME"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from vst.cli.app import App, human_size, plural
 
 @click.group("volume")
 def command() -> None:
-    """Add and list volumes."""
+    """Add, list and validate volumes."""
 
 
 @command.command("add")
@@ -60,3 +60,29 @@ def list_(app: App) -> None:
                 ("unreachable" if not info.reachable else "refused")
             line = f"{info.name}\t{info.kind}\t{info.url}\t{held}\t{state}"
             click.echo(line + (f"\t{info.problem}" if info.problem else ""))
+
+
+@command.command("validate")
+@click.argument("name")
+@click.pass_obj
+def validate(app: App, name: str) -> int:
+    """Check that volume NAME honours what vst relies on (read-after-write, overwrites,
+    conditional writes, range reads, listing, deletes, large files). Prints one line per
+    check; exits 1 when any fails."""
+    from vst.porcelain.volume import volume_validate
+
+    checks = volume_validate(app.open_store(), name)
+    failed = sum(1 for check in checks if not check.ok)
+    for check in checks:
+        if app.json:
+            app.emit_json({"type": "volume_check", "volume": name, "check": check.name,
+                           "ok": check.ok, "reason": check.reason})
+        else:
+            click.echo(f"{check.name}\t" + ("ok" if check.ok else f"FAILED: {check.reason}"))
+    if app.json:
+        app.emit_json({"type": "volume_validate", "volume": name, "checks": len(checks),
+                       "failed": failed})
+    elif not app.quiet:
+        click.echo(f"volume '{name}': {len(checks)} checks, "
+                   + ("all passed" if not failed else f"{failed} failed"), err=True)
+    return 1 if failed else 0

@@ -10,6 +10,7 @@ and an add that is interrupted leaves the config as it was: running it again res
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,7 @@ from vst.objects.index import ObjectIndex, PackRow
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid, is_full_hex
 from vst.objects.pack import PackEntry, pack_id, parse_pack, read_index
+from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
 from vst.store import Store, VolumeSpec, check_volume_name, open_volume
 
@@ -221,3 +223,232 @@ def _status(store: Store, spec: VolumeSpec, sizes: dict[str, int]) -> VolumeStat
     except VstError as exc:
         return status(True, None, None, exc.message)
     return status(True, packs, size, None)
+
+
+# -- vst volume validate ------------------------------------------------------------------
+
+# Where the probes write; a fresh random folder under it per run, removed afterwards.
+VALIDATE_PREFIX = "validate"
+# A big file for the store_file probe on a backend without a multipart threshold: larger
+# than the 1 MiB reads and writes most copy loops use.
+BIG_FILE = 4 * 1024 * 1024 + 17
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    reason: str  # one line: what was verified, or what went wrong
+
+
+class _Failed(Exception):
+    """A probe found the volume breaking a promise (the message says which)."""
+
+
+def volume_validate(store: Store, name: str) -> list[Check]:
+    """Probe the configured volume ``name`` for the promises vst relies on (see
+    validate_backend). VolumeError (exit 20-25) when it cannot be reached."""
+    check_volume_name(name)
+    spec = next((spec for spec in store.volume_specs() if spec.name == name), None)
+    if spec is None:
+        raise NotFound(f"no volume named '{name}'", hint="see 'vst volume list'")
+    backend = store.backend(spec)
+    backend.info()  # reachable, before anything is written
+    return validate_backend(backend)
+
+
+def validate_backend(backend: Volume, *, big_size: int | None = None) -> list[Check]:
+    """Run every probe under a scratch prefix of ``backend`` and remove what they wrote.
+
+    A probe that finds a broken promise, or gets an error that is not about reaching the
+    volume, is a failed check; a VolumeError (unreachable, access denied...) propagates.
+    ``big_size`` is the size of the store_file probe's file: by default just over the
+    backend's multipart threshold when it has one, so a multipart upload is exercised.
+    """
+    if big_size is None:
+        threshold = getattr(backend, "multipart_threshold", None)
+        big_size = threshold + 17 if isinstance(threshold, int) else BIG_FILE
+    prefix = f"{VALIDATE_PREFIX}/{os.urandom(8).hex()}/"
+    written: list[str] = []
+
+    def name_of(stem: str) -> str:
+        written.append(prefix + stem)
+        return prefix + stem
+
+    probes: list[tuple[str, Callable[[], str]]] = [
+        ("read-after-write", lambda: _probe_read_after_write(backend, name_of("raw"))),
+        ("overwrite", lambda: _probe_overwrite(backend, name_of("over"))),
+        ("conditional-write", lambda: _probe_conditional(backend, name_of("cond"),
+                                                         name_of("cond-new"))),
+        ("range-read", lambda: _probe_ranges(backend, name_of("range"))),
+        ("list", lambda: _probe_list(backend, prefix + "list/",
+                                     [name_of(f"list/{i}") for i in range(3)])),
+        ("list-after-delete", lambda: _probe_list_after_delete(
+            backend, prefix + "gone/", [name_of(f"gone/{i}") for i in range(3)])),
+        ("delete", lambda: _probe_delete(backend, name_of("del"))),
+        ("large-file", lambda: _probe_large_file(backend, name_of("big"), big_size)),
+    ]
+    checks = []
+    try:
+        for label, probe in probes:
+            try:
+                checks.append(Check(label, True, probe()))
+            except _Failed as exc:
+                checks.append(Check(label, False, str(exc)))
+            except VolumeError:
+                raise
+            except VstError as exc:
+                checks.append(Check(label, False,
+                                    f"{type(exc).__name__}: {exc.message}"))
+    finally:
+        _clean_up(backend, prefix, written)
+    return checks
+
+
+def _clean_up(backend: Volume, prefix: str, written: list[str]) -> None:
+    # The names written and whatever the listing shows: a backend that lies about one still
+    # gets the other's cleaned. Best effort: a failure here must not hide the results.
+    names = set(written)
+    try:
+        names.update(backend.list(prefix))
+    except VstError:
+        pass
+    for name in sorted(names):
+        try:
+            backend.delete(name)
+        except VstError:
+            pass
+    if isinstance(backend, LocalVolume):
+        # Folders are not objects: the interface cannot remove them, the directory can.
+        top = os.path.join(backend.root, *prefix.rstrip("/").split("/"))
+        for dirpath, _dirs, _files in sorted(os.walk(top), reverse=True):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass
+        try:
+            os.rmdir(os.path.dirname(top))  # validate/, when no other run is using it
+        except OSError:
+            pass
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise _Failed(message)
+
+
+def _describe(got: bytes, want: bytes) -> str:
+    if got == want:
+        return "the same bytes"
+    if len(got) != len(want):
+        return f"{len(got)} bytes instead of {len(want)}"
+    return f"{len(got)} bytes, but not the ones written"
+
+
+def _probe_read_after_write(backend: Volume, name: str) -> str:
+    data = os.urandom(1000)
+    _expect(backend.store(name, data) is True, "store() did not report the write")
+    got = backend.load(name)
+    _expect(got == data, f"a load right after a store returned {_describe(got, data)}")
+    size = backend.size(name)
+    _expect(size == len(data), f"size() says {size} bytes, {len(data)} were written")
+    _expect(backend.exists(name), "exists() is False right after a store")
+    return f"{len(data)} bytes read back and sized right after the write"
+
+
+def _probe_overwrite(backend: Volume, name: str) -> str:
+    first, second = os.urandom(700), os.urandom(500)
+    backend.store(name, first)
+    backend.load(name)  # a cached first version is what a stale read would return
+    backend.store(name, second)
+    got = backend.load(name)
+    _expect(got == second, f"a load after an overwrite returned {_describe(got, second)}"
+            + (" (the old version)" if got == first else ""))
+    size = backend.size(name)
+    _expect(size == len(second), f"size() says {size} after an overwrite to {len(second)}")
+    return "an overwrite is seen by the next load"
+
+
+def _probe_conditional(backend: Volume, name: str, new: str) -> str:
+    first, second = os.urandom(600), os.urandom(600)
+    backend.store(name, first)
+    _expect(backend.store(name, second, overwrite=False) is False,
+            "store(overwrite=False) on an existing name did not return False")
+    got = backend.load(name)
+    _expect(got == first, "store(overwrite=False) on an existing name replaced its bytes")
+    _expect(backend.store(new, second, overwrite=False) is True,
+            "store(overwrite=False) on a new name did not return True")
+    got = backend.load(new)
+    _expect(got == second, f"a conditional write of a new name left {_describe(got, second)}")
+    return "an existing name is kept; a new name is written"
+
+
+def _probe_ranges(backend: Volume, name: str) -> str:
+    data = os.urandom(1000)
+    backend.store(name, data)
+    cases = [("a middle range", 100, 200, data[100:300]),
+             ("a range from an offset to the end", 900, None, data[900:]),
+             ("a range past the end of the object (short read)", 950, 200, data[950:]),
+             ("a range starting past the end (empty)", 1010, 5, b"")]
+    for label, offset, size, want in cases:
+        got = backend.load(name, offset, size)
+        _expect(got == want, f"{label} [{offset}, +{size}] returned {_describe(got, want)}")
+    return "middle, tail, short and empty ranges are exact"
+
+
+def _probe_list(backend: Volume, folder: str, names: list[str]) -> str:
+    for name in names:
+        backend.store(name, os.urandom(10))
+    listed = set(backend.list(folder))
+    missing, extra = set(names) - listed, listed - set(names)
+    if missing:
+        raise _Failed(f"list() omits {len(missing)} of {len(names)} names just written "
+                      f"({min(missing)})")
+    if extra:
+        raise _Failed(f"list() shows {len(extra)} names never written ({min(extra)})")
+    return f"list() shows exactly the {len(names)} names written"
+
+
+def _probe_list_after_delete(backend: Volume, folder: str, names: list[str]) -> str:
+    for name in names:
+        backend.store(name, os.urandom(10))
+    gone, kept = names[0], set(names[1:])
+    backend.delete(gone)
+    listed = set(backend.list(folder))
+    _expect(gone not in listed, f"list() still shows the deleted name {gone}")
+    _expect(listed == kept, f"after a delete list() shows {len(listed)} names, not the "
+            f"{len(kept)} left")
+    return "a deleted name leaves the listing; the others stay"
+
+
+def _probe_delete(backend: Volume, name: str) -> str:
+    backend.store(name, os.urandom(300))
+    backend.load(name)  # a cached copy is what a load after delete would wrongly return
+    backend.delete(name)
+    try:
+        backend.load(name)
+    except NotFound:
+        pass
+    else:
+        raise _Failed("a load after delete() returned bytes instead of NotFound")
+    _expect(not backend.exists(name), "exists() is True after delete()")
+    backend.delete(name)  # deleting a missing name is not an error
+    return "a deleted name is gone for load() and exists()"
+
+
+def _probe_large_file(backend: Volume, name: str, size: int) -> str:
+    data = os.urandom(size)
+    with tempfile.TemporaryDirectory(prefix="vst-validate-") as tmp:
+        path = os.path.join(tmp, "big")
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _expect(backend.store_file(name, path) is True, "store_file() did not report the write")
+        _expect(backend.store_file(name, path) is False,
+                "store_file() on an existing name did not return False")
+    stored = backend.size(name)
+    _expect(stored == size, f"store_file() of {size} bytes left {stored}")
+    got = backend.load(name)
+    _expect(got == data, f"a load of a store_file() object returned {_describe(got, data)}")
+    return f"a {size}-byte file round-trips through store_file()"
