@@ -36,6 +36,7 @@ from vst.errors import (
     NotAStore,
     NotFound,
     RefConflict,
+    Refused,
     UnsupportedFormat,
     UsageError,
     VstError,
@@ -411,6 +412,29 @@ class Store:
             self._backends.pop(name, None)
             self._write_config()
         return next(spec for spec in self._volume_specs if spec.name == name)
+
+    def remove_volume(self, name: str) -> VolumeSpec:
+        """Drop the volume ``name`` from config.toml (read again and written under the
+        config lock, mirrored to the remaining volumes; nothing on the volume itself is
+        touched). NotFound for an unknown name, Refused for the store's last volume."""
+        config_name = self._file("config.toml")
+        with self._ref_lock(".config", "the store's config"):
+            config = _parse_toml(read_file(config_name), config_name)
+            volumes = config.get("volumes")
+            if not isinstance(volumes, dict) or name not in volumes:
+                raise NotFound(f"no volume named '{name}'", hint="see 'vst volume list'")
+            if len(volumes) == 1:
+                raise Refused(f"volume '{name}' is the store's last volume",
+                              hint="add another volume first ('vst volume add')")
+            removed = self._volume_spec(name, volumes.pop(name), config_name)
+            fresh = type(self)(self.path, config, fs=self.fs, warn=self.warn)
+            self.close()
+            self.config = config
+            self._volume_specs = fresh._volume_specs
+            self._volumes = None
+            self._backends.pop(name, None)
+            self._write_config()
+        return removed
 
     def check_volume(self, spec: VolumeSpec) -> Volume:
         """The backend of ``spec`` once its descriptor says it is this store's volume

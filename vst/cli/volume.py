@@ -1,4 +1,4 @@
-"""vst volume add NAME URL | vst volume list | vst volume validate NAME"""
+"""vst volume add NAME URL | list | validate NAME | remove NAME | lost NAME"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from vst.cli.app import App, human_size, plural
 
 @click.group("volume")
 def command() -> None:
-    """Add, list and validate volumes."""
+    """Add, list, validate, remove and forget volumes."""
 
 
 @command.command("add")
@@ -86,3 +86,45 @@ def validate(app: App, name: str) -> int:
         click.echo(f"volume '{name}': {len(checks)} checks, "
                    + ("all passed" if not failed else f"{failed} failed"), err=True)
     return 1 if failed else 0
+
+
+@command.command("remove")
+@click.argument("name")
+@click.pass_obj
+def remove(app: App, name: str) -> None:
+    """Take volume NAME out of the store, once every pack it holds is confirmed on another
+    volume. Nothing on the volume is deleted."""
+    from vst.porcelain.volume import volume_remove
+
+    done = volume_remove(app.open_store(), name)
+    if app.json:
+        app.emit_json({"type": "volume_remove", "name": done.name, "url": done.url,
+                       "id": done.volume_id, "copies": done.copies,
+                       "under_replicated": done.under_replicated})
+    elif not app.quiet:
+        click.echo(f"Removed volume '{done.name}' ({done.url}) from the store; nothing on it "
+                   "was deleted: wipe it by hand if you no longer need it")
+
+
+@command.command("lost")
+@click.argument("name")
+@click.pass_obj
+def lost(app: App, name: str) -> None:
+    """Forget volume NAME (a dead disk) and its pack copies. Exits 3 when some packs are
+    now on no volume."""
+    from vst.errors import PartialSuccess
+    from vst.porcelain.volume import volume_lost
+
+    done = volume_lost(app.open_store(), name)
+    if app.json:
+        app.emit_json({"type": "volume_lost", "name": done.name, "url": done.url,
+                       "id": done.volume_id, "copies": done.copies, "lost": done.lost,
+                       "under_replicated": done.under_replicated})
+    elif not app.quiet:
+        click.echo(f"Forgot volume '{done.name}' ({done.url}): "
+                   f"{plural(done.lost, 'pack')} on no volume, "
+                   f"{plural(done.under_replicated, 'pack')} under-replicated")
+    if done.lost:
+        raise PartialSuccess(f"{plural(done.lost, 'pack')} now on no volume: their objects "
+                             "are lost unless another store has them",
+                             hint="'vst fsck' lists the missing objects that collections reach")

@@ -146,6 +146,18 @@ class ObjectIndex:
                            (pack.raw,))
         return [row[0] for row in rows]
 
+    def forget_volume(self, volume_id: str) -> int:
+        """Drop every pack copy recorded on ``volume_id`` (the packs and objects stay).
+        Returns how many copies were forgotten."""
+        with self._lock:
+            try:
+                cursor = self._db.execute("DELETE FROM pack_copies WHERE volume = ?",
+                                          (volume_id,))
+            except sqlite3.DatabaseError as exc:
+                raise CorruptConfig(f"index '{self.path}': {exc}",
+                                    hint="run 'vst index rebuild'") from None
+            return cursor.rowcount
+
     def packs(self) -> list[PackRow]:
         rows = self._query(
             "SELECT p.id, p.size, p.count, group_concat(c.volume) FROM packs p "

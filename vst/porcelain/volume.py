@@ -1,4 +1,4 @@
-"""``vst volume add|list``: give a store another volume (a directory or an S3 bucket/prefix)
+"""``vst volume add|list|remove|lost``: give a store another volume (a directory or an S3 bucket/prefix)
 and show what each volume holds.
 
 Adding copies everything the store has to the new volume before config.toml names it, so
@@ -19,6 +19,7 @@ from vst.errors import (
     AlreadyExists,
     NotFound,
     ObjectMissing,
+    Refused,
     UsageError,
     VolumeError,
     VstError,
@@ -223,6 +224,94 @@ def _status(store: Store, spec: VolumeSpec, sizes: dict[str, int]) -> VolumeStat
     except VstError as exc:
         return status(True, None, None, exc.message)
     return status(True, packs, size, None)
+
+
+# -- vst volume remove | lost -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeDropped:
+    name: str
+    url: str
+    volume_id: str
+    copies: int  # pack copies the index recorded on the volume, now forgotten
+    lost: int  # packs now on no volume
+    under_replicated: int  # packs on fewer volumes than the store has (but on one at least)
+
+
+def volume_remove(store: Store, name: str) -> VolumeDropped:
+    """Take the volume ``name`` out of the store, leaving its files alone. Refused while
+    it holds the only copy of a pack: each other copy the index records is confirmed on its
+    volume, at full size, first. The volume itself need not be reachable."""
+    spec = _named_spec(store, name)
+    if len(store.volume_specs()) == 1:
+        raise Refused(f"volume '{name}' is the store's last volume",
+                      hint="add another volume first ('vst volume add')")
+    index = ObjectIndex(os.path.join(store.path, "index.sqlite"))
+    backends: dict[str, Volume | None] = {}
+    try:
+        sole = [row for row in index.packs() if spec.volume_id in row.volumes
+                and not _copy_elsewhere(store, spec, row, backends)]
+        if sole:
+            raise Refused(f"volume '{name}' holds the only copy of {len(sole)} pack"
+                          f"{'' if len(sole) == 1 else 's'} (the first: {sole[0].pack})",
+                          hint="run 'vst repair' or add a volume so that another volume "
+                               "holds them; a dead disk is forgotten with 'vst volume lost'")
+        return _drop(store, spec, index)
+    finally:
+        index.close()
+
+
+def volume_lost(store: Store, name: str) -> VolumeDropped:
+    """Forget the volume ``name`` (a disk that died): drop it from config.toml and its
+    copies from the index, whatever they held. Nothing is read from any volume."""
+    spec = _named_spec(store, name)
+    index = ObjectIndex(os.path.join(store.path, "index.sqlite"))
+    try:
+        return _drop(store, spec, index)
+    finally:
+        index.close()
+
+
+def _named_spec(store: Store, name: str) -> VolumeSpec:
+    check_volume_name(name)
+    spec = next((spec for spec in store.volume_specs() if spec.name == name), None)
+    if spec is None:
+        raise NotFound(f"no volume named '{name}'", hint="see 'vst volume list'")
+    return spec
+
+
+def _copy_elsewhere(store: Store, spec: VolumeSpec, row: PackRow,
+                    backends: dict[str, Volume | None]) -> bool:
+    """A whole copy of the pack on another configured volume, asked of that volume (the
+    index may remember a copy that is gone). An unreachable volume confirms nothing."""
+    for other in store.volume_specs():
+        if other.volume_id == spec.volume_id or other.volume_id not in row.volumes:
+            continue
+        if other.name not in backends:
+            try:
+                backends[other.name] = store.check_volume(other)
+            except VstError:  # unreachable, or not this store's
+                backends[other.name] = None
+        backend = backends[other.name]
+        try:
+            if backend is not None and backend.size(pack_name(row.pack)) == row.size:
+                return True
+        except VstError:  # missing, or unreadable: not a confirmed copy
+            continue
+    return False
+
+
+def _drop(store: Store, spec: VolumeSpec, index: ObjectIndex) -> VolumeDropped:
+    # The config first: from then on nothing uses the volume, and copies the index still
+    # records on a volume id the config does not name are ignored by every reader.
+    store.remove_volume(spec.name)
+    copies = index.forget_volume(spec.volume_id)
+    kept = {other.volume_id for other in store.volume_specs()}
+    held = [len(kept.intersection(row.volumes)) for row in index.packs()]
+    return VolumeDropped(spec.name, spec.url, spec.volume_id, copies,
+                         sum(1 for n in held if n == 0),
+                         sum(1 for n in held if 0 < n < len(kept)))
 
 
 # -- vst volume validate ------------------------------------------------------------------
