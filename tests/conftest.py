@@ -2,6 +2,7 @@
 
 - ``store``: a fresh store in a temporary directory, closed at teardown.
 - ``make_tree``: builds a sample directory from a nested dict.
+- ``env``: a user with no set-up (fresh XDG data and config folders) and a fixed identity.
 - ``s3_server``: a real SeaweedFS S3 server on 127.0.0.1 for the whole session (tests/s3server.py),
   as ``(endpoint_url, access_key, secret_key, bucket)``; a ``service`` test when missing.
 - ``require_service(name, available)``: the policy for tests marked ``service`` (sshd,
@@ -75,6 +76,20 @@ def require_service_fixture() -> Callable[[str, bool], None]:
 @pytest.fixture(name="make_tree")
 def make_tree_fixture() -> Callable[[str | os.PathLike[str], TreeSpec], Path]:
     return make_tree
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A user with no set-up: fresh data and config folders, a fixed identity."""
+    values = {
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "VST_AUTHOR_NAME": "Ann", "VST_AUTHOR_EMAIL": "ann@example.com",
+        "VST_COMMITTER_NAME": "Ann", "VST_COMMITTER_EMAIL": "ann@example.com",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
 
 
 @pytest.fixture

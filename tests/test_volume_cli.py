@@ -23,20 +23,6 @@ service = pytest.mark.service
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A user with no set-up: fresh data and config folders, a fixed identity."""
-    values = {
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "VST_AUTHOR_NAME": "Ann", "VST_AUTHOR_EMAIL": "ann@example.com",
-        "VST_COMMITTER_NAME": "Ann", "VST_COMMITTER_EMAIL": "ann@example.com",
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
-
-
-@pytest.fixture
 def s3_env(s3_server: S3Server, env: dict[str, str],
            monkeypatch: pytest.MonkeyPatch) -> S3Server:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)

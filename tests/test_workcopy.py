@@ -26,20 +26,6 @@ from vst.workdir import RACY_NS, CacheEntry, StatCache, WorkingCopy
 OLD_NS = 1_600_000_000_123_456_789  # an mtime well outside the racy window
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A user with no set-up: fresh data and config folders, a fixed identity."""
-    values = {
-        "XDG_DATA_HOME": str(tmp_path / "data"),
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "VST_AUTHOR_NAME": "Ann", "VST_AUTHOR_EMAIL": "ann@example.com",
-        "VST_COMMITTER_NAME": "Ann", "VST_COMMITTER_EMAIL": "ann@example.com",
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    return values
-
-
 def vst(where: Path, *args: str, input: bytes | None = None) -> Ran:
     return vst_run("-C", str(where), *args, input=input)
 

@@ -16,12 +16,9 @@ Nothing here reads the environment: the CLI finds the paths and hands them in.
 from __future__ import annotations
 
 import copy
-import errno
-import fcntl
 import math
 import os
 import re
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +32,7 @@ from vst.errors import (
     UsageError,
     from_os_error,
 )
-from vst.fsio import DEFAULT_FS, FileSystem
+from vst.fsio import DEFAULT_FS, FileSystem, flock_within
 
 if TYPE_CHECKING:
     from vst.store import Store
@@ -319,15 +316,8 @@ def _file_lock(path: str) -> Iterator[None]:
     except OSError as exc:
         raise from_os_error(exc, f"cannot open '{directory}'") from None
     try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                    raise Locked(f"'{path}' is locked by another process") from None
-                time.sleep(0.01)
+        if not flock_within(fd, LOCK_TIMEOUT):
+            raise Locked(f"'{path}' is locked by another process")
         yield
     finally:
         os.close(fd)

@@ -18,6 +18,7 @@ dropped the dirty pages (the "fsyncgate" finding).
 
 from __future__ import annotations
 
+import errno
 import os
 
 from vst.errors import from_os_error
@@ -233,6 +234,26 @@ class FileSystem:
             self.fsync_dir(os.path.dirname(path) or ".")
         except OSError as exc:
             raise from_os_error(exc, f"cannot remove '{path}'") from exc
+
+
+def flock_within(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock() on ``fd``, waiting up to ``timeout`` seconds (0: not at
+    all); False when another process still holds it then. The one waiting loop of every
+    lock vst takes (collections, the store's config, config files, working copies)."""
+    import fcntl
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise from_os_error(exc, "cannot take a lock") from None
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def _remove_quietly(path: str) -> None:

@@ -18,8 +18,6 @@ store can be rebuilt from any one volume (invariant 5).
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import re
 import time
@@ -42,7 +40,7 @@ from vst.errors import (
     VstError,
     WrongVolume,
 )
-from vst.fsio import DEFAULT_FS, FileSystem, read_file
+from vst.fsio import DEFAULT_FS, FileSystem, flock_within, read_file
 from vst.objects.chunking import ChunkParams
 from vst.objects.ids import PLAIN_IDS
 from vst.objects.oid import ZERO_OID, Oid, is_full_hex
@@ -404,14 +402,19 @@ class Store:
             if name in volumes:
                 raise AlreadyExists(f"volume '{name}' already exists")
             volumes[name] = dict(table)
-            fresh = type(self)(self.path, config, fs=self.fs, warn=self.warn)
-            self.close()
-            self.config = config
-            self._volume_specs = fresh._volume_specs
-            self._volumes = None
-            self._backends.pop(name, None)
-            self._write_config()
+            self._adopt_config(config, name)
         return next(spec for spec in self._volume_specs if spec.name == name)
+
+    def _adopt_config(self, config: dict[str, Any], changed_volume: str) -> None:
+        """Take ``config`` (validated by opening a Store on it first) as this store's, with
+        its volumes opened afresh, and write it durably and to every volume's meta/."""
+        fresh = type(self)(self.path, config, fs=self.fs, warn=self.warn)
+        self.close()
+        self.config = config
+        self._volume_specs = fresh._volume_specs
+        self._volumes = None
+        self._backends.pop(changed_volume, None)
+        self._write_config()
 
     def remove_volume(self, name: str) -> VolumeSpec:
         """Drop the volume ``name`` from config.toml (read again and written under the
@@ -427,13 +430,7 @@ class Store:
                 raise Refused(f"volume '{name}' is the store's last volume",
                               hint="add another volume first ('vst volume add')")
             removed = self._volume_spec(name, volumes.pop(name), config_name)
-            fresh = type(self)(self.path, config, fs=self.fs, warn=self.warn)
-            self.close()
-            self.config = config
-            self._volume_specs = fresh._volume_specs
-            self._volumes = None
-            self._backends.pop(name, None)
-            self._write_config()
+            self._adopt_config(config, name)
         return removed
 
     def check_volume(self, spec: VolumeSpec) -> Volume:
@@ -543,17 +540,8 @@ class Store:
             self.fs.makedirs(lock_dir)
         fd = os.open(os.path.join(lock_dir, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES) \
-                            or time.monotonic() > deadline:
-                        raise Locked(f"{what or f'collection {name!r}'} is locked by another "
-                                     "process") from None
-                    time.sleep(0.01)
+            if not flock_within(fd, LOCK_TIMEOUT):
+                raise Locked(f"{what or f'collection {name!r}'} is locked by another process")
             yield
         finally:
             os.close(fd)

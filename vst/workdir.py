@@ -39,7 +39,6 @@ base commit's trees (every file is then read once more): it is only ever a cache
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import struct
 import time
@@ -57,7 +56,7 @@ from vst.errors import (
     NotAWorkingCopy,
     UnsupportedFormat,
 )
-from vst.fsio import DEFAULT_FS, FileSystem, read_file
+from vst.fsio import DEFAULT_FS, FileSystem, flock_within, read_file
 from vst.objects.oid import Oid
 from vst.objects.tree import Tree, TreeEntry
 from vst.objects.types import ObjectType
@@ -297,17 +296,9 @@ class WorkingCopy:
         a held lock raises Locked at once."""
         fd = os.open(self._path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not wait or time.monotonic() > deadline:
-                        raise Locked(f"cannot {what}: another vst command is working in "
-                                     f"'{self.root}'",
-                                     hint="wait for it to finish and try again") from None
-                    time.sleep(0.05)
+            if not flock_within(fd, LOCK_TIMEOUT if wait else 0):
+                raise Locked(f"cannot {what}: another vst command is working in "
+                             f"'{self.root}'", hint="wait for it to finish and try again")
             self.lock_held = True
             yield
         finally:
