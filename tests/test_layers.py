@@ -23,6 +23,7 @@ RANKS = {
     "vst.porcelain": 6,
     "vst.plumbing": 5,
     "vst.store": 4,
+    "vst.policy": 4,
     "vst.workdir": 4,
     "vst.ingest": 4,
     "vst.checkout": 4,

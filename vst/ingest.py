@@ -245,8 +245,11 @@ class Ingest:
                     assert isinstance(done, _PathDone)
                     self._deferred.append((done.stored, done.path))
             elif piece.sealed:  # a worker process hashed, checked and sealed it
-                if piece.record is not None and self.writer is not None:
-                    self.writer.add_record(piece.oid, piece.record)
+                if self.writer is not None:
+                    if piece.record is not None:
+                        self.writer.add_record(piece.oid, piece.record)
+                    else:  # the worker found it stored already
+                        self.writer.note_reused(piece.oid)
                 if self._on_bytes:
                     self._on_bytes(piece.size)
                 done(piece)

@@ -37,6 +37,7 @@ from vst.errors import (
     Refused,
     UnsupportedFormat,
     UsageError,
+    VolumeError,
     VstError,
     WrongVolume,
 )
@@ -44,6 +45,7 @@ from vst.fsio import DEFAULT_FS, FileSystem, flock_within, read_file
 from vst.objects.chunking import ChunkParams
 from vst.objects.ids import PLAIN_IDS
 from vst.objects.oid import ZERO_OID, Oid, is_full_hex
+from vst.policy import DEFAULT_POLICY, Policy, check_policy_name, parse_policies, policy_problem
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
 
@@ -208,7 +210,10 @@ class Store:
             raise CorruptConfig(f"'{name}': pack.target_size or pack.compression_level "
                                 "out of range")
         self._volume_specs = self._read_volume_specs(name)
+        self._policies = parse_policies(config, tuple(v.name for v in self._volume_specs), name)
         self._volumes: list[Any] | None = None
+        # Volumes found unreachable or not this store's when opened: name -> why.
+        self.unavailable: dict[str, str] = {}
         self._backends: dict[str, Volume] = {}
         self._odb: Any = None
 
@@ -412,6 +417,7 @@ class Store:
         self.close()
         self.config = config
         self._volume_specs = fresh._volume_specs
+        self._policies = fresh._policies
         self._volumes = None
         self._backends.pop(changed_volume, None)
         self._write_config()
@@ -430,8 +436,32 @@ class Store:
                 raise Refused(f"volume '{name}' is the store's last volume",
                               hint="add another volume first ('vst volume add')")
             removed = self._volume_spec(name, volumes.pop(name), config_name)
+            self._drop_from_policies(config, name)
             self._adopt_config(config, name)
         return removed
+
+    def _drop_from_policies(self, config: dict[str, Any], volume: str) -> None:
+        """Take ``volume`` out of every policy naming it, with no more copies than volumes
+        left (said through ``warn``). Refused for a policy with no other volume: what its
+        collections should use instead is the user's decision."""
+        policies = config.get("policies", {})
+        if not isinstance(policies, dict):
+            return
+        for name, entry in sorted(policies.items()):
+            listed = entry.get("volumes", []) if isinstance(entry, dict) else []
+            if volume not in listed:
+                continue
+            rest = [v for v in listed if v != volume]
+            if not rest:
+                raise Refused(f"volume '{volume}' is the only volume of policy '{name}'",
+                              hint=f"change the policy first ('vst policy set {name} "
+                                   "--volumes ...')")
+            entry["volumes"] = rest
+            if entry.get("copies", 0) > len(rest):
+                entry["copies"] = len(rest)
+                self.warn(f"policy '{name}' now keeps {len(rest)} "
+                          f"cop{'y' if len(rest) == 1 else 'ies'}, on "
+                          + ", ".join(f"'{v}'" for v in rest))
 
     def check_volume(self, spec: VolumeSpec) -> Volume:
         """The backend of ``spec`` once its descriptor says it is this store's volume
@@ -441,14 +471,28 @@ class Store:
         return backend
 
     def volumes(self) -> list[Any]:
-        """The store's volumes (``VolumeRef``), each checked against its descriptor."""
+        """The store's volumes that are available (``VolumeRef``), each checked against
+        its descriptor. One that cannot be reached, or is not this store's (the wrong disk
+        mounted), is left out, named in ``unavailable`` and reported once through ``warn``:
+        reads use the other copies and writes go to the policy's other volumes. With none
+        available, the first volume's error is raised."""
         if self._volumes is None:
             from vst.objects.odb import VolumeRef
 
             refs = []
+            failures: list[VstError] = []
             for spec in self._volume_specs:
-                backend = self.check_volume(spec)
+                try:
+                    backend = self.check_volume(spec)
+                except VolumeError as exc:
+                    failures.append(exc)
+                    self.unavailable[spec.name] = exc.message
+                    continue
                 refs.append(VolumeRef(spec.name, spec.volume_id, backend))
+            if not refs:
+                raise failures[0]
+            for name, why in sorted(self.unavailable.items()):
+                self.warn(f"volume '{name}' is unavailable: {why}")
             self._volumes = refs
         return self._volumes
 
@@ -456,6 +500,8 @@ class Store:
         """Copy a metadata file to every volume's meta/. A volume that cannot take it is
         reported, not fatal: the local write already succeeded and scrub re-mirrors."""
         for spec in self._volume_specs:
+            if spec.name in self.unavailable:
+                continue  # already reported; 'vst replicate' mirrors again once it is back
             try:
                 self.backend(spec).store(f"meta/{name}", data)
             except VstError as exc:
@@ -472,10 +518,87 @@ class Store:
             spool_dir = self._file("tmp")
             if not os.path.isdir(spool_dir):
                 self.fs.makedirs(spool_dir)
-            self._odb = ObjectDatabase(self.volumes(), ObjectIndex(self._file("index.sqlite")),
+            volumes = self.volumes()
+            self._odb = ObjectDatabase(volumes, ObjectIndex(self._file("index.sqlite")),
                                        PLAIN_IDS, self.pack_size, self.compression_level,
-                                       spool_dir=spool_dir, fs=self.fs)
+                                       spool_dir=spool_dir, fs=self.fs,
+                                       placement=self.placement(None), warn=self.warn)
         return self._odb
+
+    def writer(self, collection: str | None = None) -> Any:
+        """An ObjectWriter putting new packs where ``collection``'s policy says (the
+        default policy when None), recording what it writes and reuses as the
+        collection's."""
+        return self.odb.writer(self.placement(collection), owner=collection)
+
+    # -- policies -----------------------------------------------------------------------------
+
+    def policies(self) -> dict[str, Policy]:
+        """Every policy by name, the default among them (implicit unless configured)."""
+        return dict(self._policies)
+
+    def policy_of(self, collection: str | None) -> Policy:
+        """The policy ``collection`` follows (the default for None, or for a collection
+        naming a policy that is no longer configured: never fewer copies than that)."""
+        name = DEFAULT_POLICY if collection is None else self.collection_policy(collection)
+        return self._policies.get(name, self._policies[DEFAULT_POLICY])
+
+    def placement(self, collection: str | None) -> Any:
+        """Where a writer for ``collection`` puts new packs now (an odb ``Placement``): its
+        policy's volumes that are available, in the policy's order."""
+        from vst.objects.odb import Placement
+
+        policy = self.policy_of(collection)
+        available = {ref.name: ref for ref in self.volumes()}
+        ids = {spec.name: spec.volume_id for spec in self._volume_specs}
+        return Placement(policy.name, [available[n] for n in policy.volumes if n in available],
+                         policy.copies, frozenset(ids[n] for n in policy.volumes),
+                         {n: self.unavailable[n] for n in policy.volumes
+                          if n in self.unavailable})
+
+    def set_policy(self, name: str, volumes: tuple[str, ...], copies: int | None) -> Policy:
+        """Create or change the policy ``name`` (``copies`` None: one on each volume)."""
+        check_policy_name(name)
+        copies = len(volumes) if copies is None else copies
+        problem = policy_problem(volumes, copies, tuple(v.name for v in self._volume_specs))
+        if problem:
+            raise UsageError(f"policy '{name}': {problem}")
+
+        def edit(config: dict[str, Any]) -> None:
+            config.setdefault("policies", {})[name] = {"volumes": list(volumes),
+                                                       "copies": copies}
+        self._edit_config(edit)
+        return self._policies[name]
+
+    def remove_policy(self, name: str) -> None:
+        """Forget the policy ``name``; refused while a collection follows it. Removing a
+        configured ``default`` brings back the implicit one."""
+        if name not in self._policies or self._policies[name].implicit:
+            raise NotFound(f"no policy named '{name}'", hint="see 'vst policy list'")
+        users = [c for c in self.collection_names() if self.collection_policy(c) == name]
+        if users:
+            raise Refused(f"policy '{name}' is used by collection '{users[0]}'"
+                          + (f" and {len(users) - 1} more" if len(users) > 1 else ""),
+                          hint="give them another policy first ('vst collection set-policy')")
+
+        def edit(config: dict[str, Any]) -> None:
+            policies = config.get("policies", {})
+            policies.pop(name, None)
+            if not policies:
+                config.pop("policies", None)
+        self._edit_config(edit)
+
+    def _edit_config(self, edit: Callable[[dict[str, Any]], None]) -> None:
+        """Change config.toml's format sections under the config lock: read again, edited,
+        checked by opening a Store on it, written durably and mirrored."""
+        config_name = self._file("config.toml")
+        with self._ref_lock(".config", "the store's config"):
+            config = _parse_toml(read_file(config_name), config_name)
+            edit(config)
+            fresh = type(self)(self.path, config, fs=self.fs, warn=self.warn)
+            self.config = config
+            self._policies = fresh._policies
+            self._write_config()
 
     def close(self) -> None:
         if self._odb is not None:
@@ -494,6 +617,35 @@ class Store:
                 raise AlreadyExists(f"collection '{name}' already exists")
             self.fs.write_file(path, data, overwrite=False)
         self._mirror(f"collections/{name}.toml", data)
+
+    def _collection_table(self, name: str) -> dict[str, Any]:
+        self._require_collection(name)
+        path = self._file("collections", f"{name}.toml")
+        table = _parse_toml(read_file(path), path).get("collection")
+        if not isinstance(table, dict):
+            raise CorruptConfig(f"'{path}': no [collection] table")
+        return table
+
+    def collection_policy(self, name: str) -> str:
+        """The name of the policy ``name`` follows (``default`` unless set)."""
+        policy = self._collection_table(name).get("policy", DEFAULT_POLICY)
+        if not isinstance(policy, str):
+            raise CorruptConfig(f"collection '{name}': policy must be a string")
+        return policy
+
+    def set_collection_policy(self, name: str, policy: str) -> None:
+        if policy not in self._policies:
+            raise NotFound(f"no policy named '{policy}'", hint="see 'vst policy list'")
+        path = self._file("collections", f"{name}.toml")
+        with self._ref_lock(name):
+            table = self._collection_table(name)
+            if policy == DEFAULT_POLICY:
+                table.pop("policy", None)
+            else:
+                table["policy"] = policy
+            data = _dumps({"collection": table}).encode()
+            self.fs.write_file(path, data)
+            self._mirror(f"collections/{name}.toml", data)
 
     def has_collection(self, name: str) -> bool:
         return bool(_COLLECTION_RE.match(name)) and \

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "store": ("store", "porcelain", "Create a store"),
     "collection": ("collection", "porcelain", "Create and list collections"),
     "volume": ("volume", "porcelain", "Add and list volumes"),
+    "policy": ("policy", "porcelain", "Set and list replication policies"),
+    "replicate": ("replicate", "porcelain", "Bring every pack to its policy's copies"),
     "config": ("config", "porcelain", "Get and set options (global, store, working copy)"),
     "index": ("index", "porcelain", "Maintain the object index cache"),
     "scrub": ("scrub", "porcelain", "Verify every pack on the volumes, without keys"),

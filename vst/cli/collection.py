@@ -1,4 +1,4 @@
-"""vst collection create NAME | vst collection list"""
+"""vst collection create NAME | list | set-policy NAME POLICY"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vst.cli.app import App, human_size, plural
 
 @click.group("collection")
 def command() -> None:
-    """Create and list collections."""
+    """Create and list collections, and choose their replication policy."""
 
 
 @command.command("create")
@@ -27,7 +27,8 @@ def create(app: App, name: str) -> None:
 @command.command("list")
 @click.pass_obj
 def list_(app: App) -> None:
-    """List collections: name, head, last commit time, files and size."""
+    """List collections: name, head, last commit time, files, size, policy and packs
+    with fewer copies than the policy asks."""
     from vst.porcelain.collection import collection_list
 
     for info in collection_list(app.open_store()):
@@ -37,9 +38,27 @@ def list_(app: App) -> None:
             app.emit_json({"type": "collection", "name": info.name,
                            "head": info.head.hex if info.head else None,
                            "time": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
-                           "files": info.files, "size": info.size})
+                           "files": info.files, "size": info.size, "policy": info.policy,
+                           "under_replicated_packs": info.under_replicated})
         else:
             head = info.head.short() if info.head else "-" * 12
             stamp = when.strftime("%Y-%m-%d %H:%M") if when else "(no commits)"
+            short = f"\t{plural(info.under_replicated, 'pack')} under-replicated" \
+                if info.under_replicated else ""
             click.echo(f"{info.name}\t{head}\t{stamp}\t{plural(info.files, 'file')}\t"
-                       f"{human_size(info.size)}")
+                       f"{human_size(info.size)}\t{info.policy}{short}")
+
+
+@command.command("set-policy")
+@click.argument("name")
+@click.argument("policy")
+@click.pass_obj
+def set_policy(app: App, name: str, policy: str) -> None:
+    """Make collection NAME follow POLICY. Its new commits go by it at once; run
+    'vst replicate' to bring its existing packs to it."""
+    from vst.porcelain.collection import collection_set_policy
+
+    collection_set_policy(app.open_store(), name, policy)
+    if not app.quiet:
+        click.echo(f"collection '{name}' now follows policy '{policy}'; run 'vst replicate' "
+                   "to apply it to what is stored already", err=True)

@@ -50,6 +50,7 @@ def command(app: App, message: str | None, message_file: BinaryIO | None,
                        "parent": result.parent.hex if result.parent else None,
                        "collection": copy.collection, "dry_run": dry_run, **counts,
                        "bytes_read": result.read_bytes, "bytes_new": result.new_bytes,
+                       "policy": result.policy, "under_replicated_packs": result.short_packs,
                        "changing": [p.decode(errors="surrogateescape") for p in result.changing]})
         return
     if dry_run:
@@ -67,3 +68,9 @@ def command(app: App, message: str | None, message_file: BinaryIO | None,
         click.echo(f"[{copy.collection} {result.commit.short()}] {summary}; "
                    f"{human_size(result.read_bytes)} read, {human_size(result.new_bytes)} new "
                    "after dedup and compression", err=True)
+    if result.short_packs:
+        down = ", ".join(f"'{name}'" for name in sorted(result.unavailable)) or "none"
+        app.warn(f"{result.short_packs} pack{'' if result.short_packs == 1 else 's'} of this "
+                 f"commit {'has' if result.short_packs == 1 else 'have'} fewer than the "
+                 f"{result.copies} copies policy '{result.policy}' asks (volumes out: {down}); "
+                 "run 'vst replicate' once they are back")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, human_size, plural
 
 WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "typechange"}
 
@@ -28,6 +28,10 @@ def command(app: App, short: bool, porcelain: bool, nul: bool, exit_code: bool,
     store = app.open_store()
     result = status(store, copy, paths=app.tree_paths(paths), warn=app.warn)
     changes = result.changes
+    if app.json or not (short or porcelain or nul):
+        from vst.porcelain.replicate import under_replicated
+
+        short_packs, short_bytes = under_replicated(store, copy.collection)
     if app.json:
         for change in changes:
             app.emit_json({"type": "change", "status": change.status,
@@ -49,6 +53,12 @@ def command(app: App, short: bool, porcelain: bool, nul: bool, exit_code: bool,
         if result.behind:
             head = result.head[:12] if result.head else "none"
             click.echo(f"The collection has moved on to {head}: run 'vst pull' to catch up.")
+        if short_packs:
+            policy = store.policy_of(copy.collection)
+            click.echo(f"{plural(short_packs, 'pack')} ({human_size(short_bytes)}) "
+                       f"{'has' if short_packs == 1 else 'have'} fewer than the "
+                       f"{policy.copies} copies policy '{policy.name}' asks: "
+                       "run 'vst replicate'.")
         if changes:
             click.echo("Changes since the base commit:")
             for change in changes:

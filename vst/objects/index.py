@@ -26,7 +26,14 @@ CREATE TABLE IF NOT EXISTS packs (
 CREATE TABLE IF NOT EXISTS pack_copies (
     pack BLOB NOT NULL, volume TEXT NOT NULL, PRIMARY KEY (pack, volume)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pack_owners (
+    collection TEXT NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (collection, pack)
+) WITHOUT ROWID;
 """
+# pack_owners: the packs each collection's commits have written or reused, so that counting
+# a collection's under-replicated packs is one query rather than a walk of its history.
+# Added after schema 1 and created by CREATE IF NOT EXISTS in older indexes (where it starts
+# empty: 'vst replicate' fills it from a walk, which is the authority).
 # SQLite limits the number of host parameters in one statement.
 _BATCH = 500
 
@@ -117,8 +124,8 @@ class ObjectIndex:
                  volumes: Iterable[str]) -> None:
         self.add_packs([(pack, size, entries, tuple(volumes))])
 
-    def add_packs(self, packs: Sequence[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]]
-                  ) -> None:
+    def add_packs(self, packs: Sequence[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]],
+                  *, owner: str | None = None) -> None:
         """Record packs, their objects and the volumes holding them, in one transaction
         (one fsync of the log for many packs).
 
@@ -135,6 +142,9 @@ class ObjectIndex:
                         [(e.oid.raw, pack.raw, e.offset, e.length) for e in entries])
                     self._db.executemany("INSERT OR IGNORE INTO pack_copies VALUES (?, ?)",
                                          [(pack.raw, volume) for volume in volumes])
+                    if owner is not None:
+                        self._db.execute("INSERT OR IGNORE INTO pack_owners VALUES (?, ?)",
+                                         (owner, pack.raw))
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -145,6 +155,81 @@ class ObjectIndex:
         rows = self._query("SELECT volume FROM pack_copies WHERE pack = ? ORDER BY volume",
                            (pack.raw,))
         return [row[0] for row in rows]
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[Sequence[object]]]]) -> None:
+        """Run ``executemany`` statements in one transaction."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for sql, rows in statements:
+                    self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise CorruptConfig(f"index '{self.path}': {exc}",
+                                    hint="run 'vst index rebuild'") from None
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def add_copies(self, copies: Iterable[tuple[Oid, str]]) -> None:
+        """Record (pack, volume id) copies of packs already indexed."""
+        self._write([("INSERT OR IGNORE INTO pack_copies VALUES (?, ?)",
+                      [(pack.raw, volume) for pack, volume in copies])])
+
+    def forget_copies(self, copies: Iterable[tuple[Oid, str]]) -> None:
+        """Forget (pack, volume id) copies found gone from their volume."""
+        self._write([("DELETE FROM pack_copies WHERE pack = ? AND volume = ?",
+                      [(pack.raw, volume) for pack, volume in copies])])
+
+    def pack_copies(self, packs: Iterable[Oid]) -> dict[Oid, set[str]]:
+        """The volumes holding each of ``packs`` (an indexed pack on none maps to {})."""
+        wanted = list(packs)
+        held: dict[Oid, set[str]] = {}
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start:start + _BATCH]
+            marks = ",".join("?" * len(batch))
+            rows = self._query(
+                f"SELECT p.id, c.volume FROM packs p LEFT JOIN pack_copies c "
+                f"ON c.pack = p.id WHERE p.id IN ({marks})", [p.raw for p in batch])
+            for pack, volume in rows:
+                copies = held.setdefault(Oid(pack), set())
+                if volume is not None:
+                    copies.add(volume)
+        return held
+
+    def packs_of(self, oids: Iterable[Oid]) -> set[Oid]:
+        """The packs holding ``oids`` (those indexed)."""
+        wanted = list(oids)
+        packs: set[Oid] = set()
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start:start + _BATCH]
+            marks = ",".join("?" * len(batch))
+            rows = self._query(f"SELECT DISTINCT pack FROM objects WHERE id IN ({marks})",
+                               [o.raw for o in batch])
+            packs.update(Oid(row[0]) for row in rows)
+        return packs
+
+    def add_owner(self, packs: Iterable[Oid], collection: str) -> None:
+        self._write([("INSERT OR IGNORE INTO pack_owners VALUES (?, ?)",
+                      [(collection, pack.raw) for pack in packs])])
+
+    def set_owned(self, collection: str, packs: Iterable[Oid]) -> None:
+        """Make ``packs`` exactly the packs ``collection`` owns (after a walk of it)."""
+        self._write([("DELETE FROM pack_owners WHERE collection = ?", [(collection,)]),
+                     ("INSERT OR IGNORE INTO pack_owners VALUES (?, ?)",
+                      [(collection, pack.raw) for pack in packs])])
+
+    def owned(self, collection: str) -> list[tuple[Oid, int, int, frozenset[str]]]:
+        """(pack, size, objects, volume ids holding it) of every pack ``collection`` owns."""
+        rows = self._query(
+            "SELECT p.id, p.size, p.count, group_concat(c.volume) FROM pack_owners o "
+            "JOIN packs p ON p.id = o.pack LEFT JOIN pack_copies c ON c.pack = p.id "
+            "WHERE o.collection = ? GROUP BY p.id", (collection,))
+        return [(Oid(pack), size, count, frozenset(vols.split(",")) if vols else frozenset())
+                for pack, size, count, vols in rows]
 
     def forget_volume(self, volume_id: str) -> int:
         """Drop every pack copy recorded on ``volume_id`` (the packs and objects stay).
@@ -184,4 +269,5 @@ class ObjectIndex:
             self._db.execute("DELETE FROM objects")
             self._db.execute("DELETE FROM packs")
             self._db.execute("DELETE FROM pack_copies")
+            self._db.execute("DELETE FROM pack_owners")
             self._db.execute("COMMIT")

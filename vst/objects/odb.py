@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,8 +28,7 @@ from vst.fsio import DEFAULT_FS, FileSystem
 from vst.objects.ids import IdScheme
 from vst.objects.index import Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
-from vst.objects.pack import PackEntry, PackIndex, PackStream
-from vst.objects.seal import HEADER as RECORD_HEADER
+from vst.objects.pack import PackEntry, PackIndex, PackStream, pack_id
 from vst.objects.seal import read_header, seal, unseal
 from vst.objects.types import ObjectType
 from vst.remotes.volume import Volume
@@ -48,6 +47,26 @@ class VolumeRef(NamedTuple):
     backend: Volume
 
 
+class Placement:
+    """Where a writer puts new packs (a replication policy as it stands now): the policy's
+    volumes that are up, in order of preference; how many copies each pack needs; the ids
+    of all the policy's volumes (a copy on one that is down still counts: it is there,
+    only out of reach); and the policy's volumes that are down, with why."""
+
+    def __init__(self, policy: str, volumes: list[VolumeRef], copies: int,
+                 policy_ids: frozenset[str], unavailable: dict[str, str]) -> None:
+        self.policy = policy
+        self.volumes = list(volumes)
+        self.copies = copies
+        self.policy_ids = policy_ids
+        self.unavailable = dict(unavailable)
+
+    def mark_down(self, volume: VolumeRef, why: str) -> None:
+        """A write to ``volume`` failed: no further packs are sent there by this writer."""
+        self.volumes = [v for v in self.volumes if v.volume_id != volume.volume_id]
+        self.unavailable[volume.name] = why
+
+
 INDEX_BATCH = 8  # packs indexed per transaction
 SPAN_GAP = 256 * 1024  # records this close in a pack are read together by read_many...
 SPAN_MAX = 8 * 1024 * 1024  # ...up to this much at once
@@ -61,8 +80,15 @@ def pack_name(pack: Oid) -> str:
 class ObjectDatabase:
     def __init__(self, volumes: list[VolumeRef], index: ObjectIndex, ids: IdScheme,
                  pack_size: int = 16 * 1024 * 1024, compression_level: int = 3, *,
-                 spool_dir: str, fs: FileSystem = DEFAULT_FS) -> None:
+                 spool_dir: str, fs: FileSystem = DEFAULT_FS,
+                 placement: Placement | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.volumes = volumes
+        # Without a policy (tests, helper processes): a copy on every volume.
+        self.placement = placement or Placement(
+            "default", volumes, len(volumes), frozenset(v.volume_id for v in volumes), {})
+        self.warn = warn
+        self._reported: set[tuple[Oid, str]] = set()  # (pack, volume) fallbacks warned about
         self.spool_dir = spool_dir
         self.fs = fs
         self.index = index
@@ -88,9 +114,10 @@ class ObjectDatabase:
     def _copies(self, location: Location) -> list[VolumeRef]:
         return [self._by_id[v] for v in self.index.pack_volumes(location.pack) if v in self._by_id]
 
-    def _read_record(self, oid: Oid, verify: bool) -> tuple[ObjectType, bytes]:
+    def _read_record(self, oid: Oid) -> tuple[ObjectType, bytes]:
         location = self.locate(oid)
         failures: list[VstError] = []
+        failed_on: list[str] = []
         for volume in self._copies(location):
             where = f"pack {location.pack} on volume '{volume.name}'"
             try:
@@ -98,16 +125,17 @@ class ObjectDatabase:
                                              location.length)
                 if len(record) != location.length:
                     raise CorruptObject(f"object {oid} in {where}: record truncated")
-                if verify:
-                    return unseal(record, oid, self.ids, where)
-                header = read_header(record[:RECORD_HEADER.size], where)
-                if header.oid != oid:
-                    raise CorruptObject(f"object {oid} in {where}: record holds {header.oid}")
-                return header.kind, b""
+                found = unseal(record, oid, self.ids, where)
             except (CorruptObject, UnsupportedFormat, NotFound, VolumeError) as exc:
                 failures.append(exc)
+                failed_on.append(volume.name)
+                continue
+            if failures:
+                self._report_fallback(location.pack, failed_on, failures, volume.name)
+            return found
         if not failures:
-            raise ObjectMissing(f"object {oid}: pack {location.pack} is on no known volume")
+            raise ObjectMissing(f"object {oid}: pack {location.pack} is on no volume that is "
+                                "available now", hint="see 'vst volume list'")
         if all(isinstance(f, NotFound) for f in failures):
             raise ObjectMissing(f"object {oid}: pack {location.pack} missing from every volume",
                                 hint="run 'vst fsck --full'")
@@ -115,9 +143,22 @@ class ObjectDatabase:
         raise type(first)(first.message + ("" if len(failures) == 1 else
                                            f" (and {len(failures) - 1} other copies failed)"))
 
+    def _report_fallback(self, pack: Oid, failed_on: list[str], failures: list[VstError],
+                         served_by: str) -> None:
+        """A copy failed and another served the read: say which (object, pack, volume),
+        once per pack and volume, so that a restore from a damaged disk names the damage
+        without repeating it for every object."""
+        if self.warn is None:
+            return
+        for volume, failure in zip(failed_on, failures, strict=True):
+            if (pack, volume) not in self._reported:
+                self._reported.add((pack, volume))
+                self.warn(f"{failure.message}; read from volume '{served_by}' instead "
+                          "(run 'vst repair')")
+
     def get(self, oid: Oid) -> tuple[ObjectType, bytes]:
         """The object's type and content, verified against ``oid``."""
-        return self._read_record(oid, verify=True)
+        return self._read_record(oid)
 
     def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, VolumeRef | None]
                   ) -> list[tuple[ObjectType, bytes] | None]:
@@ -162,8 +203,9 @@ class ObjectDatabase:
         return found
 
     def get_kind(self, oid: Oid) -> ObjectType:
-        """The object's type from its record header alone (no content read)."""
-        return self._read_record(oid, verify=False)[0]
+        """The object's type. Read and verified whole, like ``get``: the type byte of a
+        record header is covered by nothing else, and a flipped one would be believed."""
+        return self._read_record(oid)[0]
 
     def get_typed(self, oid: Oid, kind: ObjectType) -> bytes:
         actual, content = self.get(oid)
@@ -199,24 +241,45 @@ class ObjectDatabase:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def writer(self) -> ObjectWriter:
-        return ObjectWriter(self)
+    def writer(self, placement: Placement | None = None, *,
+               owner: str | None = None) -> ObjectWriter:
+        """A writer putting new packs where ``placement`` says (the database's default
+        when None), recording them, and the packs it reuses, as ``owner``'s (a
+        collection): what ``vst replicate`` and the under-replicated counts go by."""
+        return ObjectWriter(self, placement or self.placement, owner)
 
     def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
         return volume.backend.load(pack_name(pack))
 
-    def store_spooled(self, spooled: _Spooled) -> list[str]:
-        """Make a spooled pack durable and put it on every volume; returns the ids of the
-        volumes that hold it. The caller indexes it afterwards (packs first, the index
-        second, refs last)."""
+    def store_spooled(self, spooled: _Spooled, placement: Placement) -> list[str]:
+        """Make a spooled pack durable and put it on the placement's first ``copies``
+        volumes that take it; returns the ids of the volumes that hold it. A volume whose
+        write fails is marked down for the rest of the writer, and the next one in the
+        policy's order is tried: a pack short of copies is a deficit ``vst replicate``
+        makes up later, a pack on no volume is an error. The caller indexes it afterwards
+        (packs first, the index second, refs last)."""
         try:
             self.fs.sync_and_close(spooled.fd)
-            written = []
-            for number, volume in enumerate(self.volumes, 1):
-                # The last volume may adopt the spool file itself; the others get copies.
-                volume.backend.store_file(pack_name(spooled.pack), spooled.path,
-                                          take=number == len(self.volumes))
+            written: list[str] = []
+            failures: list[VstError] = []
+            for volume in list(placement.volumes):
+                if len(written) == placement.copies:
+                    break
+                # The last copy may adopt the spool file itself; the others are copies.
+                take = len(written) == placement.copies - 1
+                try:
+                    volume.backend.store_file(pack_name(spooled.pack), spooled.path, take=take)
+                except VolumeError as exc:
+                    placement.mark_down(volume, exc.message)
+                    failures.append(exc)
+                    continue
                 written.append(volume.volume_id)
+            if not written:
+                if failures:
+                    raise failures[0]
+                raise VolumeError(f"no volume of policy '{placement.policy}' is available: "
+                                  + "; ".join(f"'{name}': {why}" for name, why
+                                              in sorted(placement.unavailable.items())))
             return written
         finally:
             # A temporary name: nothing to make durable about its removal.
@@ -224,6 +287,58 @@ class ObjectDatabase:
                 os.unlink(spooled.path)
             except OSError:
                 pass
+
+    def copy_pack(self, pack: Oid, target: VolumeRef) -> int:
+        """Copy ``pack`` to ``target`` from a volume holding a copy that verifies (its bytes
+        hash to its name: never spread a damaged copy), check the new copy's size on the
+        target and record it; returns the bytes copied. VolumeError when no copy
+        verifies, or the target does not take it."""
+        name = pack_name(pack)
+        problems = []
+        for volume in self._copies_of(pack):
+            try:
+                data = volume.backend.load(name)
+            except VstError as exc:
+                problems.append(f"'{volume.name}': {exc.message}")
+                continue
+            if pack_id(data) != pack:
+                problems.append(f"'{volume.name}': its copy does not match its name")
+                continue
+            target.backend.store(name, data)
+            if target.backend.size(name) != len(data):
+                raise VolumeError(f"pack {pack} on volume '{target.name}': the copy written "
+                                  "has the wrong size")
+            self.index.add_copies([(pack, target.volume_id)])
+            return len(data)
+        raise VolumeError(f"pack {pack}: no verified copy to copy from"
+                          + (f" ({'; '.join(problems)})" if problems else
+                             " (it is on no available volume)"))
+
+    def _copies_of(self, pack: Oid) -> list[VolumeRef]:
+        return [self._by_id[v] for v in self.index.pack_volumes(pack) if v in self._by_id]
+
+    def reconcile(self, packs: Iterable[Oid], placement: Placement) -> dict[Oid, int]:
+        """Give each of ``packs`` the placement's number of copies on its policy's
+        volumes, copying from verified copies to the volumes up that lack one (Varasto's
+        reconciliation, for objects a commit reuses). Returns the packs still short, with
+        the copies each has."""
+        short = {}
+        for pack, held in self.index.pack_copies(packs).items():
+            have = [v for v in held if v in placement.policy_ids]
+            for volume in placement.volumes:
+                if len(have) >= placement.copies:
+                    break
+                if volume.volume_id in held:
+                    continue
+                try:
+                    self.copy_pack(pack, volume)
+                except VolumeError as exc:
+                    placement.mark_down(volume, exc.message)
+                    continue
+                have.append(volume.volume_id)
+            if len(have) < placement.copies:
+                short[pack] = len(have)
+        return short
 
 
 class _Spooled(NamedTuple):
@@ -244,8 +359,14 @@ class ObjectWriter:
     the commit); a full pack is handed to a background thread that syncs it and links it
     into place on the volumes while the next one fills."""
 
-    def __init__(self, odb: ObjectDatabase) -> None:
+    def __init__(self, odb: ObjectDatabase, placement: Placement, owner: str | None) -> None:
         self.odb = odb
+        self.placement = placement
+        self.owner = owner
+        # Packs written with fewer copies than the placement asks, and how many they got;
+        # after close, also the reused packs that could not be brought up to it.
+        self.short: dict[Oid, int] = {}
+        self._reused: set[Oid] = set()  # objects asked for and found already stored
         self._pack: PackStream | None = None
         self._spool: tuple[int, str] | None = None
         self._pending: set[Oid] = set()
@@ -267,7 +388,17 @@ class ObjectWriter:
             self.abort()
 
     def contains(self, oid: Oid) -> bool:
-        return oid in self._pending or self.odb.index.has(oid)
+        if oid in self._pending:
+            return True
+        if self.odb.index.has(oid):
+            self._reused.add(oid)
+            return True
+        return False
+
+    def note_reused(self, oid: Oid) -> None:
+        """``oid`` was found already stored by someone else asking the index (a worker
+        process): its pack is checked against the placement at close like the others."""
+        self._reused.add(oid)
 
     def pending(self, oid: Oid) -> bool:
         """Added by this writer and not yet durable (not readable through the database)."""
@@ -275,7 +406,9 @@ class ObjectWriter:
 
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
         wanted = {o for o in oids if o not in self._pending}
-        return wanted - self.odb.index.has_many(wanted)
+        present = self.odb.index.has_many(wanted)
+        self._reused |= present
+        return wanted - present
 
     def put(self, kind: ObjectType, content: bytes | memoryview) -> Oid:
         """Store one object (hashing and sealing on this thread); returns its id."""
@@ -326,6 +459,13 @@ class ObjectWriter:
         finally:
             self._stop()
         self._raise_if_failed()
+        if self._reused:
+            index = self.odb.index
+            packs = index.packs_of(self._reused)
+            self._reused = set()
+            self.short.update(self.odb.reconcile(packs, self.placement))
+            if self.owner is not None:
+                index.add_owner(packs, self.owner)
 
     def abort(self) -> None:
         """Stop without keeping the pack being filled; packs already handed over finish."""
@@ -362,12 +502,14 @@ class ObjectWriter:
             item = self._queue.get()
             try:
                 if item is not None and self._error is None:
-                    volumes = self.odb.store_spooled(item)
+                    volumes = self.odb.store_spooled(item, self.placement)
+                    if len(volumes) < self.placement.copies:
+                        self.short[item.pack] = len(volumes)
                     unindexed.append((item.pack, item.size, item.pack_index.entries, volumes))
                 elif item is not None:
                     self._discard(item.fd, item.path)
                 if unindexed and (item is None or len(unindexed) >= INDEX_BATCH):
-                    self.odb.index.add_packs(unindexed)
+                    self.odb.index.add_packs(unindexed, owner=self.owner)
                     unindexed = []
             except BaseException as exc:  # re-raised on the adding thread
                 self._error = exc

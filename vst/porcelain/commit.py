@@ -40,6 +40,12 @@ class CommitResult:
     # The changes themselves for a dry run only: a first commit of a million files would
     # otherwise hold a million of them to print four numbers.
     changes: list[Change] = field(default_factory=list)
+    # Replication: the packs this commit wrote or reused that have fewer copies than the
+    # collection's policy asks (a volume was down), that policy, and why volumes were out.
+    short_packs: int = 0
+    policy: str = ""
+    copies: int = 0
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return self.counts[status]
@@ -60,7 +66,7 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
         cache = load_cache(store, copy)
         # One writer for the whole commit: contents, trees and the commit object share
         # packs, and none of it is durable until the writer closes, before the ref moves.
-        with store.odb.writer() as writer:
+        with store.writer(copy.collection) as writer:
             snapshot = scan(store, copy.root, cache, writer=None if dry_run else writer,
                             warn=warn, on_bytes=on_bytes)
             remove_temporaries(copy.root, snapshot)
@@ -87,7 +93,10 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
         copy.set_base(oid)
         copy.save_cache(StatCache(oid, snapshot.entries), started)
     hooks.post("post-commit")
-    return CommitResult(oid, base, counts, snapshot.read_bytes, new_bytes, snapshot.changing)
+    placement = writer.placement
+    return CommitResult(oid, base, counts, snapshot.read_bytes, new_bytes, snapshot.changing,
+                        short_packs=len(writer.short), policy=placement.policy,
+                        copies=placement.copies, unavailable=placement.unavailable)
 
 
 def _moved(copy: WorkingCopy, base: Oid | None, head: Oid | None) -> RefConflict:

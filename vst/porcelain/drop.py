@@ -2,8 +2,9 @@
 
 Refused when the working copy has uncommitted changes, holds ignored files (they are in no
 commit), or when any object reachable from its base commit is missing from the store's
-volumes — checked on the volumes themselves (each pack listed and its size compared), not
-only in the index, which is a cache.
+volumes, or has fewer copies on its collection's policy volumes than the policy asks —
+checked on the volumes themselves (each pack's size asked of each volume), not only in the
+index, which is a cache.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ class DropResult:
     packs: int
 
 
-def check_stored(store: Store, commit: Oid) -> tuple[int, int]:
-    """(objects, packs) reachable from ``commit``, each pack found on a volume with its
-    full size; Refused naming what is missing otherwise."""
+def check_stored(store: Store, commit: Oid, collection: str) -> tuple[int, int]:
+    """(objects, packs) reachable from ``commit``, each pack found at its full size on as
+    many of ``collection``'s policy volumes as the policy asks for copies; Refused naming
+    what is short otherwise. Asked of the volumes themselves: the index is a cache."""
     odb = store.odb
     packs: set[Oid] = set()
     objects = 0
@@ -49,16 +51,29 @@ def check_stored(store: Store, commit: Oid) -> tuple[int, int]:
     except ObjectMissing as exc:
         raise Refused(f"the store lacks objects of this working copy's commit: {exc.message}",
                       hint="run 'vst fsck' on the store") from None
+    policy = store.policy_of(collection)
+    volumes = [ref for ref in store.volumes() if ref.name in policy.volumes]
     sizes = {row.pack: row.size for row in odb.index.packs()}
-    missing = []
+    missing, short = [], []
     for pack in sorted(packs, key=lambda p: p.hex):
         name = pack_name(pack)
-        if not any(_has(volume.backend, name, sizes.get(pack)) for volume in store.volumes()):
+        copies = sum(1 for volume in volumes if _has(volume.backend, name, sizes.get(pack)))
+        if copies == 0 and not any(_has(volume.backend, name, sizes.get(pack))
+                                   for volume in store.volumes() if volume not in volumes):
             missing.append(pack)
+        elif copies < policy.copies:
+            short.append(pack)
     if missing:
         raise Refused(f"{len(missing)} pack(s) holding this working copy's commit are on no "
                       f"volume (first: {missing[0]})",
                       hint="run 'vst fsck --full' on the store; the files here are the only copy")
+    if short:
+        out = [name for name in policy.volumes if name in store.unavailable]
+        raise Refused(f"{len(short)} pack(s) holding this working copy's commit have fewer "
+                      f"than the {policy.copies} copies policy '{policy.name}' asks "
+                      f"(first: {short[0]})"
+                      + (f"; unavailable: {', '.join(out)}" if out else ""),
+                      hint="run 'vst replicate' (once the volumes are back), then drop")
     return objects, len(packs)
 
 
@@ -96,7 +111,7 @@ def drop(store: Store, copy: WorkingCopy, *, hooks: Hooks, discard_ignored: bool
         base = copy.base()
         objects = packs = 0
         if base is not None:
-            objects, packs = check_stored(store, base)
+            objects, packs = check_stored(store, base, copy.collection)
         copy.fs.write_file(marker, b"")
         _remove_tree(copy.root)
     return DropResult(copy.root, base, objects, packs)

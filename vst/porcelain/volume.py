@@ -84,7 +84,7 @@ def volume_add(store: Store, name: str, url: str, *, endpoint_url: str | None = 
     table["id"] = volume_id
     target = VolumeRef(name, volume_id, backend)
     copied = _copy_packs(store, target, _packs(store), on_start, on_bytes)
-    _copy_meta(store, backend)
+    copy_meta(store, backend)
     # Last: until config.toml names the volume, nothing uses it.
     store.add_volume(name, table)
     # Packs that writers which opened the store before the line above stored meanwhile.
@@ -170,7 +170,8 @@ def _load_verified(row: PackRow, copies: list[VolumeRef]) -> bytes:
                         hint="run 'vst fsck --full'; the volume was not added")
 
 
-def _copy_meta(store: Store, backend: Volume) -> None:
+def copy_meta(store: Store, backend: Volume) -> None:
+    """Mirror the store's collections, refs, reflogs and key envelopes to ``backend``."""
     for directory in MIRRORED:
         root = os.path.join(store.path, directory)
         for dirpath, dirnames, filenames in os.walk(root):

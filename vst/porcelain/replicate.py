@@ -1,0 +1,204 @@
+"""``vst replicate``: bring every pack to the copies its collections' policies ask for.
+
+Which packs a collection needs is found by walking its whole history (every commit, tree
+and chunk list, read and verified), not taken from the index's record of what its commits
+wrote, and that record (``pack_owners``, what ``status`` and ``collection list`` count) is
+refreshed from the walk. A pack several collections share must satisfy each of their
+policies. What the index says a volume holds is checked against a listing of the volume,
+so a disk replaced by an empty one is refilled, not trusted.
+
+Each copy is made from a copy whose bytes hash to the pack's name (``copy_pack``): a
+damaged copy is never spread. The store's metadata is mirrored again to every volume that
+is available, so a volume that was down during commits catches up on refs as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from vst.errors import VolumeError, VstError
+from vst.objects.odb import VolumeRef, pack_name
+from vst.objects.oid import Oid
+from vst.objects.types import ObjectType
+from vst.plumbing.reachable import children
+from vst.policy import DEFAULT_POLICY, Policy
+from vst.porcelain.volume import copy_meta
+from vst.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    pack: str
+    volume: str
+    size: int
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Short:
+    """A pack left with fewer copies on a policy's volumes than it asks for."""
+
+    pack: str
+    policy: str
+    have: int
+    want: int
+    reason: str
+
+
+@dataclass(slots=True)
+class ReplicateResult:
+    dry_run: bool
+    collections: list[str]
+    packs: int = 0  # packs considered
+    copied: list[Copied] = field(default_factory=list)  # or to copy, with dry_run
+    short: list[Short] = field(default_factory=list)
+    # Copies the index recorded that the volume's listing did not show (now forgotten).
+    vanished: int = 0
+    # Objects the walk could not read on any volume (what they name is not known).
+    unreadable: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)  # volume -> why
+
+    @property
+    def complete(self) -> bool:
+        return not self.short and not self.unreadable
+
+
+def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = False,
+              on_start: Callable[[int], None] = lambda _total: None,
+              on_bytes: Callable[[int], None] = lambda _done: None) -> ReplicateResult:
+    """Copy packs until each one the ``collections`` reach (every collection when none is
+    named, and then also packs no collection reaches, by the default policy) has its
+    policies' copies. With ``dry_run`` nothing is copied, forgotten or recorded."""
+    wanted = list(collections)
+    for name in wanted:
+        store.read_ref(name)  # NotFound for an unknown collection
+    names = wanted or store.collection_names()
+    odb = store.odb
+    index = odb.index
+    result = ReplicateResult(dry_run, names, unavailable=dict(store.unavailable))
+    needs: dict[Oid, list[Policy]] = {}
+    for name in names:
+        head = store.read_ref(name)
+        reached, unreadable = _walk(store, [head] if head is not None else [])
+        result.unreadable.extend(oid.hex for oid in unreadable)
+        packs = index.packs_of(reached)
+        if not dry_run and not unreadable:  # a partial walk would under-record
+            index.set_owned(name, packs)
+        policy = store.policy_of(name)
+        for pack in packs:
+            needs.setdefault(pack, []).append(policy)
+    if not wanted:
+        default = store.policies()[DEFAULT_POLICY]
+        for row in index.packs():
+            needs.setdefault(row.pack, [default])
+    result.packs = len(needs)
+    volumes = {ref.name: ref for ref in store.volumes()}
+    held = index.pack_copies(needs)
+    result.vanished = _check_listings(store, volumes.values(), held, dry_run)
+
+    plan: list[tuple[Oid, VolumeRef, Policy]] = []
+    sizes = {row.pack: row.size for row in index.packs()}
+    for pack in sorted(needs, key=lambda p: p.hex):
+        copies = set(held.get(pack, ()))
+        for policy in sorted(needs[pack], key=lambda p: (-p.copies, p.name)):
+            ids = {volume_id(store, n) for n in policy.volumes}
+            have = len(copies & ids)
+            for name in policy.volumes:
+                if have >= policy.copies:
+                    break
+                target = volumes.get(name)
+                if target is None or target.volume_id in copies:
+                    continue
+                plan.append((pack, target, policy))
+                copies.add(target.volume_id)
+                have += 1
+            if have < policy.copies:
+                out = [n for n in policy.volumes if n not in volumes]
+                result.short.append(Short(
+                    pack.hex, policy.name, have, policy.copies,
+                    "volumes out: " + ", ".join(f"'{n}'" for n in out) if out
+                    else "the policy has too few volumes"))
+    on_start(sum(sizes.get(pack, 0) for pack, _, _ in plan))
+    for pack, target, policy in plan:
+        size = sizes.get(pack, 0)
+        if not dry_run:
+            try:
+                size = odb.copy_pack(pack, target)
+            except VstError as exc:
+                ids = {volume_id(store, n) for n in policy.volumes}
+                have = len(index.pack_copies([pack]).get(pack, set()) & ids)
+                result.short.append(Short(pack.hex, policy.name, have, policy.copies,
+                                          f"copy to '{target.name}' failed: {exc.message}"))
+                continue
+        result.copied.append(Copied(pack.hex, target.name, size, policy.name))
+        on_bytes(size)
+    if not dry_run:
+        for ref in volumes.values():
+            try:
+                copy_meta(store, ref.backend)
+            except VolumeError as exc:
+                store.warn(f"cannot mirror the store's metadata to volume '{ref.name}': "
+                           f"{exc.message}")
+    return result
+
+
+def volume_id(store: Store, name: str) -> str:
+    return next(spec.volume_id for spec in store.volume_specs() if spec.name == name)
+
+
+def _check_listings(store: Store, volumes: Iterable[VolumeRef], held: dict[Oid, set[str]],
+                    dry_run: bool) -> int:
+    """Forget the copies the index records on an available volume that its listing does
+    not show (``held`` is corrected in place); returns how many. A volume that cannot be
+    listed is left as the index says."""
+    gone: list[tuple[Oid, str]] = []
+    for ref in volumes:
+        try:
+            listed = set(ref.backend.list("packs/"))
+        except VolumeError as exc:
+            store.warn(f"cannot list volume '{ref.name}': {exc.message}")
+            continue
+        for pack, copies in held.items():
+            if ref.volume_id in copies and pack_name(pack) not in listed:
+                copies.discard(ref.volume_id)
+                gone.append((pack, ref.volume_id))
+    if gone and not dry_run:
+        store.odb.index.forget_copies(gone)
+    return len(gone)
+
+
+def _walk(store: Store, roots: list[Oid]) -> tuple[set[Oid], list[Oid]]:
+    """Every object named from ``roots`` (commits through all their parents), and those
+    that could not be read: what they name stays unknown."""
+    odb = store.odb
+    seen: set[Oid] = set()
+    unreadable: list[Oid] = []
+    stack: list[tuple[Oid, ObjectType]] = [(oid, ObjectType.COMMIT) for oid in roots]
+    while stack:
+        oid, kind = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        if kind == ObjectType.BLOB:
+            continue
+        try:
+            named = children(kind, oid, odb.get_typed(oid, kind))
+        except VstError:
+            unreadable.append(oid)
+            continue
+        stack.extend(child for child in named if child[0] not in seen)
+    return seen, unreadable
+
+
+def under_replicated(store: Store, collection: str) -> tuple[int, int]:
+    """(packs, bytes) of ``collection`` with fewer copies on its policy's volumes than the
+    policy asks, by the index's record of the packs its commits wrote and reused (which
+    ``vst replicate`` refreshes from a walk)."""
+    policy = store.policy_of(collection)
+    ids = {volume_id(store, n) for n in policy.volumes}
+    packs = size = 0
+    for _pack, pack_size, _count, copies in store.odb.index.owned(collection):
+        if len(copies & ids) < policy.copies:
+            packs, size = packs + 1, size + pack_size
+    return packs, size
