@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import json
 import random
+import stat
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from clirun import vst_run
+from conftest import make_tree
 
-from vst.objects.commit import Signature
+from vst.objects.chunking import ChunkParams
+from vst.objects.commit import Commit, Signature
 from vst.objects.odb import pack_name
+from vst.objects.oid import Oid
+from vst.objects.tree import Tree, TreeEntry
+from vst.objects.types import ObjectType
+from vst.plumbing.affected import DIR, FILE, AffectedPath
 from vst.plumbing.commit_tree import commit_tree
 from vst.plumbing.write_tree import write_tree
 from vst.porcelain.repair import repair
@@ -188,3 +196,168 @@ def test_cli_volume_and_exit_codes(mirrored: Store) -> None:
     assert f"pack {pack} on volume 'default': missing" in ran.err
     ran = vst_run("--store", mirrored.path, "repair", "--volume", "nope")
     assert ran.code == 17
+
+
+# -- what an unrepairable pack costs: (collection, commit, path) over whole histories --------
+
+BIG = random.Random(5).randbytes(48 * 1024)  # about a dozen chunks with the small params
+
+
+def _lose(store: Store, oid: Oid) -> str:
+    """Damage every copy of the pack holding ``oid``; returns the pack's hex id."""
+    location = store.odb.index.lookup(oid)
+    assert location is not None
+    for (_volume, pack), path in copies(store).items():
+        if pack == location.pack.hex:
+            _flip(path)
+    return location.pack.hex
+
+
+def _commit(store: Store, directory: Path, parents: list[Oid]) -> Oid:
+    tree = write_tree(store, str(directory), processes=False)
+    return commit_tree(store, tree, parents, b"snapshot", author=SIG, committer=SIG)
+
+
+def _point(store: Store, collection: str, commit: Oid) -> None:
+    store.create_collection(collection)
+    store.update_ref(collection, commit, None, committer=SIG, message="commit")
+
+
+@pytest.fixture
+def histories(tmp_path: Path) -> Iterator[tuple[Store, dict[str, Oid]]]:
+    """Collection 'photos': c1, c2, c3, each with the chunked big.bin, albums/ and
+    notes.txt (changed each time) and 25 files many/mNN.txt; 'archive': one commit with the
+    same big.bin. Staged first, each in packs of their own: one chunk of big.bin ('piece'),
+    the albums/ tree, and the 25 small files. Two volumes."""
+    store = Store.init(str(tmp_path / "store"), pack_size=64 * 1024,
+                       chunk_params=ChunkParams(min=1024, avg=2048, max=8192))
+    scratch = Store.init(str(tmp_path / "scratch"),
+                         chunk_params=ChunkParams(min=1024, avg=2048, max=8192))
+    big = write_tree(scratch, str(make_tree(tmp_path / "s", {"big.bin": BIG})),
+                     processes=False)
+    chunks = scratch.odb.read_tree(big).entries[0].oid
+    chunk = scratch.odb.read_chunk_list(chunks).chunks[2].oid
+    # A file of exactly one chunk's bytes is stored as that chunk: the same blob.
+    piece = scratch.odb.get(chunk)[1]
+    scratch.close()
+    work = make_tree(tmp_path / "photos", {
+        "big.bin": BIG, "notes.txt": "1", "albums": {"a.txt": "A", "b.txt": "B"},
+        "many": {f"m{i:02}.txt": f"many {i}" for i in range(25)}})
+    ids = {"chunk": chunk,
+           "piece": write_tree(store, str(make_tree(tmp_path / "p", {"piece": piece})),
+                               processes=False),
+           "albums": write_tree(store, str(work / "albums"), processes=False),
+           "many": write_tree(store, str(make_tree(tmp_path / "m", {
+               f"m{i:02}.txt": f"many {i}" for i in range(25)})), processes=False)}
+    ids["c1"] = _commit(store, work, [])
+    (work / "notes.txt").write_text("2")
+    ids["c2"] = _commit(store, work, [ids["c1"]])
+    (work / "notes.txt").write_text("3")
+    ids["c3"] = _commit(store, work, [ids["c2"]])
+    _point(store, "photos", ids["c3"])
+    ids["a1"] = _commit(store, make_tree(tmp_path / "archive", {"big.bin": BIG, "x": "x"}),
+                        [])
+    _point(store, "archive", ids["a1"])
+    volume_add(store, "second", str(tmp_path / "second"))
+    yield store, ids
+    store.close()
+
+
+def test_a_lost_chunk_is_reported_with_every_commit_and_path_it_costs(
+        histories: tuple[Store, dict[str, Oid]]) -> None:
+    store, ids = histories
+    chunk = ids["chunk"]
+    assert store.odb.index.lookup(chunk).pack != store.odb.index.lookup(ids["c1"]).pack
+    pack = _lose(store, chunk)
+    [unrepairable] = repair(store).unrepairable
+    assert unrepairable.pack == pack
+    assert unrepairable.collections == ("archive", "photos")
+    assert unrepairable.affected == (
+        AffectedPath("archive", ids["a1"], b"big.bin", FILE, (chunk,)),
+        AffectedPath("photos", ids["c3"], b"big.bin", FILE, (chunk,)),
+        AffectedPath("photos", ids["c2"], b"big.bin", FILE, (chunk,)),
+        AffectedPath("photos", ids["c1"], b"big.bin", FILE, (chunk,)))
+
+    ran = vst_run("--store", store.path, "repair")
+    assert ran.code == 3
+    assert f"  archive: big.bin (file, in 1 commit, latest {ids['a1'].short()})" in ran.err
+    assert f"  photos: big.bin (file, in 3 commits, latest {ids['c3'].short()})" in ran.err
+    ran = vst_run("--store", store.path, "--json", "repair")
+    records = [json.loads(line) for line in ran.out.decode().splitlines()]
+    assert [r for r in records if r["type"] == "affected"] == [
+        {"type": "affected", "pack": pack, "collection": collection, "commit": commit.hex,
+         "path": "big.bin", "what": "file", "objects": [chunk.hex]}
+        for collection, commit in [("archive", ids["a1"]), ("photos", ids["c3"]),
+                                   ("photos", ids["c2"]), ("photos", ids["c1"])]]
+    [summary] = [r for r in records if r["type"] == "unrepairable"]
+    assert summary["affected"] == 4 and summary["collections"] == ["archive", "photos"]
+
+
+def test_a_lost_tree_is_reported_as_its_directory(
+        histories: tuple[Store, dict[str, Oid]]) -> None:
+    store, ids = histories
+    albums = ids["albums"]
+    pack = _lose(store, albums)
+    [unrepairable] = repair(store).unrepairable
+    assert unrepairable.pack == pack
+    # Its files are in the lost pack too, but cannot be named without the tree.
+    assert unrepairable.affected == tuple(
+        AffectedPath("photos", ids[c], b"albums", DIR, (albums,)) for c in ("c3", "c2", "c1"))
+    assert unrepairable.collections == ("photos",)
+    ran = vst_run("--store", store.path, "repair")
+    assert f"  photos: albums/ (dir, in 3 commits, latest {ids['c3'].short()})" in ran.err
+
+
+def test_the_terminal_shows_20_paths_and_json_all_of_them(
+        histories: tuple[Store, dict[str, Oid]]) -> None:
+    store, ids = histories
+    pack = _lose(store, ids["many"])
+    ran = vst_run("--store", store.path, "repair")
+    assert ran.code == 3
+    shown = [line for line in ran.err_lines if line.startswith("  photos: many/")]
+    assert len(shown) == 20
+    assert "  and 5 more (see --json)" in ran.err_lines
+    ran = vst_run("--store", store.path, "--json", "repair")
+    affected = [json.loads(line) for line in ran.out.decode().splitlines()
+                if json.loads(line)["type"] == "affected"]
+    assert len(affected) == 75 and {r["pack"] for r in affected} == {pack}
+    assert {r["path"] for r in affected} == {f"many/m{i:02}.txt" for i in range(25)}
+
+
+def test_a_long_history_reads_each_tree_once(histories: tuple[Store, dict[str, Oid]],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 commits, each with its own root tree holding the same photos/ subtree: each
+    commit and tree is read once, and the shared subtree's insides not again."""
+    store, ids = histories
+    shared = store.odb.read_commit(ids["c1"]).tree
+    parent: list[Oid] = []
+    roots = []
+    with store.odb.writer() as writer:
+        for i in range(200):
+            note = writer.put(ObjectType.BLOB, b"%d" % i)
+            root = writer.put(ObjectType.TREE, Tree.from_entries([
+                TreeEntry(b"n", stat.S_IFREG | 0o644, ObjectType.BLOB, note, len(b"%d" % i)),
+                TreeEntry(b"photos", stat.S_IFDIR | 0o755, ObjectType.TREE, shared)]).encode())
+            roots.append(root)
+            # commit_tree would look for the parent, still in the writer: put it directly.
+            parent = [writer.put(ObjectType.COMMIT, Commit(root, tuple(parent), SIG, SIG,
+                                                           b"%d" % i).encode())]
+    store.update_ref("photos", parent[0], ids["c3"], committer=SIG, message="long")
+    store.update_ref("archive", parent[0], ids["a1"], committer=SIG, message="long")
+    _lose(store, ids["chunk"])
+    reads: Counter[Oid] = Counter()
+    real_get = store.odb.get
+
+    def counting_get(oid: Oid) -> tuple[ObjectType, bytes]:
+        reads[oid] += 1
+        result: tuple[ObjectType, bytes] = real_get(oid)
+        return result
+
+    monkeypatch.setattr(store.odb, "get", counting_get)
+    [unrepairable] = repair(store).unrepairable
+    assert len(unrepairable.affected) == 2 * 200
+    assert {r.path for r in unrepairable.affected} == {b"photos/big.bin"}
+    assert all(reads[root] == 1 for root in roots) and reads[shared] == 1
+    assert max(reads.values()) == 1
+    # 200 commits, 200 roots, the shared tree, its two subtrees and big.bin's chunk list.
+    assert sum(reads.values()) == 200 + 200 + 1 + 2 + 1

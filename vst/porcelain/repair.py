@@ -11,20 +11,20 @@ repair (RELIABILITY S4: corruption must not spread), so:
   right and its bytes are wrong; a missing one is created), and the new copy is read back
   from the volume and verified before the index records it;
 - a pack with no verified copy anywhere is reported, with the objects the index says it
-  held and the collections whose history reaches them, and nothing is written for it.
+  held and every (collection, commit, path) of every collection's history that they
+  cost, and nothing is written for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 from vst.errors import NotFound, VolumeIOError, VstError
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid
 from vst.objects.pack import parse_pack
-from vst.objects.types import ObjectType
-from vst.plumbing.reachable import children
+from vst.plumbing.affected import AffectedPath, affected_paths
 from vst.porcelain.scrub import BAD, MISSING, ScrubProblem, check_pack, scrub
 from vst.remotes.volume import Volume, VolumeInfo
 from vst.store import Store
@@ -47,6 +47,9 @@ class Unrepairable:
     reason: str  # why each of them could not serve, or why the write failed
     objects: tuple[str, ...]  # object ids the index places in the pack
     collections: tuple[str, ...]  # collections whose history reaches one of those objects
+    # Every (collection, commit, path) one of those objects makes unreadable, in the order
+    # of affected_paths; each record's ``lost`` holds only this pack's objects.
+    affected: tuple[AffectedPath, ...] = ()
 
 
 @dataclass(slots=True)
@@ -90,15 +93,32 @@ def repair(store: Store, *, volume: str | None = None, dry_run: bool = False) ->
                               reasons + [r for r in failures if r not in reasons])
     if lost:
         objects = _objects_of(store, set(lost))
-        reached = _collections_reaching(store, {oid for oids in objects.values()
-                                                for oid in oids})
+        affected = _affected_by_pack(store, objects)
         for pack_hex, (targets, tried, reasons) in sorted(lost.items()):
             held = objects.get(pack_hex, set())
+            records = tuple(affected.get(pack_hex, ()))
             result.unrepairable.append(Unrepairable(
                 pack_hex, targets, tuple(tried), "; ".join(reasons) or "no other volume",
                 tuple(sorted(oid.hex for oid in held)),
-                tuple(sorted(name for name, oids in reached.items() if oids & held))))
+                tuple(sorted({record.collection for record in records})), records))
     return result
+
+
+def _affected_by_pack(store: Store, objects: dict[str, set[Oid]]
+                      ) -> dict[str, list[AffectedPath]]:
+    """The records of affected_paths for the lost ``objects`` (pack hex -> ids), each
+    filed under every pack one of its lost objects is in (a large file may lose chunks
+    in several)."""
+    pack_of = {oid: pack_hex for pack_hex, oids in objects.items() for oid in oids}
+    roots = {c.name: c.head for c in store.collections() if c.head is not None}
+    by_pack: dict[str, list[AffectedPath]] = {}
+    for record in affected_paths(store.odb, roots, set(pack_of)):
+        packs = dict.fromkeys(pack_of[oid] for oid in record.lost)
+        for pack_hex in packs:
+            own = record if len(packs) == 1 else replace(
+                record, lost=tuple(oid for oid in record.lost if pack_of[oid] == pack_hex))
+            by_pack.setdefault(pack_hex, []).append(own)
+    return by_pack
 
 
 def _repair_copy(store: Store, target: VolumeRef, kind: str, pack_hex: str,
@@ -196,35 +216,3 @@ def _objects_of(store: Store, packs: set[str]) -> dict[str, set[Oid]]:
             held.setdefault(location.pack.hex, set()).add(oid)
     return held
 
-
-def _collections_reaching(store: Store, lost: set[Oid]) -> dict[str, set[Oid]]:
-    """For each collection, the objects of ``lost`` its history reaches. An object that
-    cannot be read (it may be one of the lost ones) is not walked into: what it names is
-    not known, so the mapping is a lower bound."""
-    if not lost:
-        return {}
-    reached: dict[str, set[Oid]] = {}
-    for collection in store.collections():
-        if collection.head is not None:
-            reached[collection.name] = set(_walk(store, [collection.head])) & lost
-    return reached
-
-
-def _walk(store: Store, roots: Iterable[Oid]) -> Iterator[Oid]:
-    """Every object named from ``roots``, skipping into none that cannot be read."""
-    odb = store.odb
-    seen: set[Oid] = set()
-    stack: list[tuple[Oid, ObjectType]] = [(oid, ObjectType.COMMIT) for oid in roots]
-    while stack:
-        oid, kind = stack.pop()
-        if oid in seen:
-            continue
-        seen.add(oid)
-        yield oid
-        if kind == ObjectType.BLOB:
-            continue
-        try:
-            named = children(kind, oid, odb.get_typed(oid, kind))
-        except VstError:
-            continue
-        stack.extend(child for child in named if child[0] not in seen)
