@@ -55,6 +55,12 @@ class FileSystem:
 
     # -- composed operations --------------------------------------------------------------
 
+    def move(self, src: str, dst: str) -> None:
+        """Rename ``src`` (a file or a whole directory) to ``dst`` durably: the parent of
+        ``dst`` is fsynced after. OSError as rename(2) raises it."""
+        self._rename(src, dst)
+        self.fsync_dir(os.path.dirname(dst) or ".")
+
     def fsync_dir(self, path: str) -> None:
         fd = self._open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:

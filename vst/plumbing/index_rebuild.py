@@ -13,6 +13,7 @@ from functools import partial
 
 from vst.errors import VstError, from_os_error
 from vst.objects.index import ObjectIndex
+from vst.objects.odb import VolumeRef
 from vst.objects.oid import Oid, is_full_hex
 from vst.objects.pack import read_index
 from vst.store import Store
@@ -25,6 +26,35 @@ class RebuildResult:
     skipped: int
 
 
+def index_volume(index: ObjectIndex, volume: VolumeRef, *,
+                 warn: Callable[[str], None] = lambda _: None,
+                 on_pack: Callable[[int], None] = lambda _size: None) -> tuple[int, int]:
+    """Record in ``index`` every pack on ``volume`` (its footer and index only, not its
+    records). Files under packs/ not named like packs, and packs whose index cannot be read,
+    are skipped with a warning. ``on_pack`` gets each indexed pack's size. Returns (packs
+    indexed, files skipped)."""
+    indexed = skipped = 0
+    for name in volume.backend.list("packs/"):
+        hex_id = name.rsplit("/", 1)[-1]
+        if not is_full_hex(hex_id) or name != f"packs/{hex_id[:2]}/{hex_id}":
+            warn(f"ignoring unexpected file '{name}' on volume '{volume.name}'")
+            skipped += 1
+            continue
+        pack = Oid.from_hex(hex_id)
+        try:
+            size = volume.backend.size(name)
+            entries = read_index(partial(volume.backend.load, name), size,
+                                 f"{pack} on volume '{volume.name}'")
+        except VstError as exc:
+            warn(f"skipping pack: {exc}")
+            skipped += 1
+            continue
+        index.add_pack(pack, size, entries.entries, [volume.volume_id])
+        indexed += 1
+        on_pack(size)
+    return indexed, skipped
+
+
 def index_rebuild(store: Store, *, warn: Callable[[str], None] = lambda _: None) -> RebuildResult:
     final = os.path.join(store.path, "index.sqlite")
     temp = final + ".rebuild"
@@ -35,22 +65,7 @@ def index_rebuild(store: Store, *, warn: Callable[[str], None] = lambda _: None)
     skipped = 0
     try:
         for volume in store.volumes():
-            for name in volume.backend.list("packs/"):
-                hex_id = name.rsplit("/", 1)[-1]
-                if not is_full_hex(hex_id) or name != f"packs/{hex_id[:2]}/{hex_id}":
-                    warn(f"ignoring unexpected file '{name}' on volume '{volume.name}'")
-                    skipped += 1
-                    continue
-                pack = Oid.from_hex(hex_id)
-                try:
-                    size = volume.backend.size(name)
-                    entries = read_index(partial(volume.backend.load, name), size,
-                                         f"{pack} on volume '{volume.name}'")
-                except VstError as exc:
-                    warn(f"skipping pack: {exc}")
-                    skipped += 1
-                    continue
-                index.add_pack(pack, size, entries.entries, [volume.volume_id])
+            skipped += index_volume(index, volume, warn=warn)[1]
         objects, packs, _ = index.count()
     finally:
         index.close()
