@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from clirun import vst_run
 
 from vst.errors import (
     AlreadyExists,
@@ -19,6 +20,7 @@ from vst.errors import (
     NotFound,
     ObjectMissing,
     RefConflict,
+    Refused,
     UnsupportedFormat,
     UsageError,
     VstError,
@@ -445,4 +447,37 @@ def test_s9_concurrent_committers_lose_nothing(store: Store) -> None:
     log = reopened.reflog("c")
     assert [e.new for e in log] == list(reversed(chain))
     assert all(a.new == b.old for a, b in itertools.pairwise(log))
+    reopened.close()
+
+
+# -- append-only ---------------------------------------------------------------------------
+
+
+def test_an_append_only_store_moves_refs_only_forward(store: Store) -> None:
+    store.create_collection("c")
+    first = _commit(store, message="first")
+    second = _commit(store, [first], "second")
+    merge = _commit(store, [_commit(store, message="side"), second], "merge")
+    sideways = _commit(store, message="unrelated")
+    store.update_ref("c", first, None, committer=SIG, message="m")
+    assert vst_run("--store", store.path, "store", "config", "append-only", "true").code == 0
+    reopened = Store.open(store.path)
+    assert reopened.append_only
+    reopened.update_ref("c", second, first, committer=SIG, message="forward")
+    reopened.update_ref("c", merge, second, committer=SIG, message="through a second parent")
+    for target in (first, sideways):
+        with pytest.raises(Refused, match="append-only"):
+            reopened.update_ref("c", target, merge, committer=SIG, message="back")
+        with pytest.raises(Refused):  # an unconditional move is no way around it
+            reopened.update_ref("c", target, None, committer=SIG, message="back",
+                                check_old=False)
+    assert reopened.read_ref("c") == merge
+    assert [e.new for e in reopened.reflog("c")] == [first, second, merge]
+    ran = vst_run("--store", store.path, "update-ref", "c", first.hex)
+    assert ran.code == 5 and "append-only" in ran.err
+    out = vst_run("--store", store.path, "store", "config").out.decode()
+    assert out == "append-only true\n"
+    assert "append_only = true" in (_meta(store) / "config.toml").read_text()
+    assert vst_run("--store", store.path, "store", "config", "append-only", "false").code == 0
+    assert not Store.open(store.path).append_only
     reopened.close()

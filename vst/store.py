@@ -195,6 +195,8 @@ class Store:
             raise UnsupportedFormat(f"store '{path}' has format {store_format}; this vst "
                                     f"reads format {STORE_FORMAT}")
         self.store_id = _get(config, "store", "id", str, "", name)
+        # Refs only move forward (to a descendant of the head): see set_append_only.
+        self.append_only = _get(config, "store", "append_only", bool, False, name)
         defaults = ChunkParams()
         self.chunk_params = ChunkParams(
             _get(config, "chunking", "min", int, defaults.min, name),
@@ -724,6 +726,10 @@ class Store:
                     hint="someone else committed first; pull their commit and retry")
             if current == new:
                 return current
+            if self.append_only and current is not None and not self._descends(new, current):
+                raise Refused(f"cannot update '{name}': the store is append-only and {new} "
+                              f"does not descend from the head {current}",
+                              hint="only commits on top of the head are accepted here")
             receive_line = f"{current or ZERO_OID} {new} {name}\n".encode()
             # Under the lock, so that what the hook approves is what lands.
             said = run_pre_hook(hooks_dir, "pre-receive", stdin=receive_line, env=hook_env,
@@ -756,6 +762,33 @@ class Store:
         if after.problem:
             self.warn(f"the 'post-receive' hook {after.problem}")
         return current
+
+    def _descends(self, commit: Oid, ancestor: Oid) -> bool:
+        """Whether ``ancestor`` is ``commit`` or reached from it through parents (a walk
+        that ends at once for the usual move, whose first parent is the head)."""
+        seen: set[Oid] = set()
+        queue = [commit]
+        while queue:
+            oid = queue.pop(0)
+            if oid == ancestor:
+                return True
+            if oid in seen:
+                continue
+            seen.add(oid)
+            queue.extend(self.odb.read_commit(oid).parents)
+        return False
+
+    def set_append_only(self, on: bool) -> None:
+        """Make the store append-only (or not): no ref may then move except forward. What
+        a local user can edit, they can undo; against a client that must not, the store is
+        served over SSH with ``--append-only``, which no client flag widens."""
+        def edit(config: dict[str, Any]) -> None:
+            if on:
+                config["store"]["append_only"] = True
+            else:
+                config["store"].pop("append_only", None)
+        self._edit_config(edit)
+        self.append_only = on
 
     def _reflog_bytes(self, name: str, head: Oid | None) -> bytes:
         """The reflog's complete lines, without what a crash left behind: a torn last line,
