@@ -273,3 +273,18 @@ def test_pack_names_stay_out_of_the_walk(setup: Path) -> None:
         assert pack_name(row.pack) in set(store.volumes()[0].backend.list("packs/"))
     finally:
         store.close()
+
+
+def test_index_rebuild_keeps_the_counts_and_needs_every_volume(setup: Path,
+                                                               tmp_path: Path) -> None:
+    ok(setup, "policy", "set", "two", "--volumes", "default,b")
+    ok(setup, "collection", "set-policy", "w", "two")
+    (tmp_path / "b").rename(tmp_path / "b.away")
+    ok(setup, "commit", "-m", "while b is away")
+    ran = vst(setup, "index", "rebuild")
+    assert ran.code == 20 and "while volume 'b' is unavailable" in ran.err
+    (tmp_path / "b.away").rename(tmp_path / "b")
+    (tmp_path / "store" / "index.sqlite").unlink()
+    ok(setup, "index", "rebuild")
+    # Which packs the collection uses came back from a walk of its history.
+    assert "under-replicated" in ok(setup, "collection", "list")

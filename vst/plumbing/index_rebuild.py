@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from vst.errors import VstError, from_os_error
+from vst.errors import VolumeUnreachable, VstError, from_os_error
 from vst.objects.index import ObjectIndex
 from vst.objects.odb import VolumeRef
 from vst.objects.oid import Oid, is_full_hex
 from vst.objects.pack import read_index
+from vst.plumbing.reachable import record_owners
 from vst.store import Store
 
 
@@ -61,10 +62,17 @@ def index_rebuild(store: Store, *, warn: Callable[[str], None] = lambda _: None)
     for leftover in (temp, temp + "-wal", temp + "-shm"):
         if os.path.exists(leftover):
             os.unlink(leftover)
+    volumes = store.volumes()
+    if store.unavailable:
+        # Rebuilt without it, the index would forget every copy the volume holds.
+        name, why = sorted(store.unavailable.items())[0]
+        raise VolumeUnreachable(f"cannot rebuild the index while volume '{name}' is "
+                                f"unavailable: {why}",
+                                hint="bring it back, or forget it with 'vst volume lost'")
     index = ObjectIndex(temp)
     skipped = 0
     try:
-        for volume in store.volumes():
+        for volume in volumes:
             skipped += index_volume(index, volume, warn=warn)[1]
         objects, packs, _ = index.count()
     finally:
@@ -79,4 +87,10 @@ def index_rebuild(store: Store, *, warn: Callable[[str], None] = lambda _: None)
     except OSError as exc:
         raise from_os_error(exc, f"cannot replace the index '{final}'") from exc
     store.fs.fsync_dir(store.path)
+    # Which packs each collection uses is not in the packs: walk the collections for it.
+    for collection in store.collections():
+        unreadable = record_owners(store, collection.name, collection.head)
+        if unreadable:
+            warn(f"collection '{collection.name}': {len(unreadable)} object(s) cannot be "
+                 "read; its under-replicated count is unknown until 'vst replicate'")
     return RebuildResult(packs, objects, skipped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from vst.errors import VstError
 from vst.objects.chunks import ChunkList
 from vst.objects.commit import Commit
 from vst.objects.oid import Oid
@@ -54,3 +55,38 @@ def reachable(store: Store, roots: Iterable[Oid]) -> Iterator[tuple[Oid, ObjectT
         stack.append((oid, kind, named))
         stack.extend((child, child_kind, None) for child, child_kind in reversed(named)
                      if child not in seen)
+
+
+def walk_history(store: Store, roots: Iterable[Oid]) -> tuple[set[Oid], list[Oid]]:
+    """Every object named from the commits ``roots`` (through all their parents), and the
+    objects that could not be read on any volume, whose children stay unknown: unlike
+    ``reachable`` a damaged store is walked as far as it can be."""
+    odb = store.odb
+    seen: set[Oid] = set()
+    unreadable: list[Oid] = []
+    stack: list[tuple[Oid, ObjectType]] = [(oid, ObjectType.COMMIT) for oid in roots]
+    while stack:
+        oid, kind = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        if kind == ObjectType.BLOB:
+            continue
+        try:
+            named = children(kind, oid, odb.get_typed(oid, kind))
+        except VstError:
+            unreadable.append(oid)
+            continue
+        stack.extend(child for child in named if child[0] not in seen)
+    return seen, unreadable
+
+
+def record_owners(store: Store, collection: str, head: Oid | None) -> list[Oid]:
+    """Refresh the index's record of the packs ``collection`` uses from a walk of its
+    history; returns the objects that could not be read (the record is then left as it
+    was: a partial walk would under-record)."""
+    reached, unreadable = walk_history(store, [head] if head is not None else [])
+    if not unreadable:
+        index = store.odb.index
+        index.set_owned(collection, index.packs_of(reached))
+    return unreadable

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from vst.errors import VolumeError, VstError
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid
-from vst.objects.types import ObjectType
-from vst.plumbing.reachable import children
+from vst.plumbing.reachable import walk_history
 from vst.policy import DEFAULT_POLICY, Policy
 from vst.porcelain.volume import copy_meta
 from vst.store import Store
@@ -80,7 +79,7 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
     needs: dict[Oid, list[Policy]] = {}
     for name in names:
         head = store.read_ref(name)
-        reached, unreadable = _walk(store, [head] if head is not None else [])
+        reached, unreadable = walk_history(store, [head] if head is not None else [])
         result.unreadable.extend(oid.hex for oid in unreadable)
         packs = index.packs_of(reached)
         if not dry_run and not unreadable:  # a partial walk would under-record
@@ -166,29 +165,6 @@ def _check_listings(store: Store, volumes: Iterable[VolumeRef], held: dict[Oid, 
     if gone and not dry_run:
         store.odb.index.forget_copies(gone)
     return len(gone)
-
-
-def _walk(store: Store, roots: list[Oid]) -> tuple[set[Oid], list[Oid]]:
-    """Every object named from ``roots`` (commits through all their parents), and those
-    that could not be read: what they name stays unknown."""
-    odb = store.odb
-    seen: set[Oid] = set()
-    unreadable: list[Oid] = []
-    stack: list[tuple[Oid, ObjectType]] = [(oid, ObjectType.COMMIT) for oid in roots]
-    while stack:
-        oid, kind = stack.pop()
-        if oid in seen:
-            continue
-        seen.add(oid)
-        if kind == ObjectType.BLOB:
-            continue
-        try:
-            named = children(kind, oid, odb.get_typed(oid, kind))
-        except VstError:
-            unreadable.append(oid)
-            continue
-        stack.extend(child for child in named if child[0] not in seen)
-    return seen, unreadable
 
 
 def under_replicated(store: Store, collection: str) -> tuple[int, int]:
