@@ -264,3 +264,30 @@ def test_cli_clean_and_bad(packed: Store) -> None:
     assert vst_run("--store", packed.path, "scrub", "--subset", "6/5").code == 2
     assert vst_run("--store", packed.path, "scrub", "--volume", "nope").code == 17
 
+
+
+def test_reads_end_at_record_ends_and_stay_bounded() -> None:
+    from vst.objects.oid import Oid
+    from vst.objects.pack import PackEntry
+    from vst.porcelain.scrub import PIECE, _reads
+
+    def entry(offset: int, length: int) -> PackEntry:
+        return PackEntry(Oid(bytes(32)), offset, length)
+
+    mib = 1024 * 1024
+    # Records of 1 MiB after an 8-byte header, a 5 MiB one, then a 10 MiB index.
+    entries = [entry(8 + n * mib, mib) for n in range(6)] + [entry(8 + 6 * mib, 5 * mib)]
+    records_end = 8 + 11 * mib
+    size = records_end + 10 * mib
+    ends = _reads(entries, size)
+    assert ends[-1] == size and ends == sorted(set(ends))
+    record_ends = {e.offset + e.length for e in entries}
+    starts = [0, *ends[:-1]]
+    for start, end in zip(starts, ends, strict=True):
+        if end <= records_end:
+            assert end in record_ends  # no record is cut in two
+            assert end - start <= PIECE or end - start == 5 * mib  # one large record
+        else:
+            assert end - start <= PIECE  # the index and footer, a piece at a time
+    # No readable index: the whole pack in pieces.
+    assert _reads([], 10 * PIECE + 1) == [PIECE * n for n in range(1, 11)] + [10 * PIECE + 1]
