@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -68,6 +69,7 @@ class Placement:
 
 
 INDEX_BATCH = 8  # packs indexed per transaction
+IN_FLIGHT = 2  # packs being made durable at once by a writer
 SPAN_GAP = 256 * 1024  # records this close in a pack are read together by read_many...
 SPAN_MAX = 8 * 1024 * 1024  # ...up to this much at once
 
@@ -112,13 +114,19 @@ class ObjectDatabase:
         return location
 
     def _copies(self, location: Location) -> list[VolumeRef]:
-        return [self._by_id[v] for v in self.index.pack_volumes(location.pack) if v in self._by_id]
+        held = set(self.index.pack_volumes(location.pack))
+        return [v for v in self.volumes if v.volume_id in held]  # in the store's order
 
-    def _read_record(self, oid: Oid) -> tuple[ObjectType, bytes]:
+    def _read_record(self, oid: Oid, failed: tuple[VolumeRef, VstError] | None = None
+                     ) -> tuple[ObjectType, bytes]:
+        """Read and verify ``oid`` from the first copy that serves it, naming the copies
+        that failed when one does; ``failed`` is a copy the caller already found bad."""
         location = self.locate(oid)
-        failures: list[VstError] = []
-        failed_on: list[str] = []
+        failures: list[VstError] = [failed[1]] if failed else []
+        failed_on: list[str] = [failed[0].name] if failed else []
         for volume in self._copies(location):
+            if failed is not None and volume.volume_id == failed[0].volume_id:
+                continue
             where = f"pack {location.pack} on volume '{volume.name}'"
             try:
                 record = volume.backend.load(pack_name(location.pack), location.offset,
@@ -191,14 +199,29 @@ class ObjectDatabase:
                 packs[pack] = next((v for v in self.volumes if v.volume_id in held_by), None)
             volume = packs[pack]
             if volume is not None:
+                where = f"pack {pack} on volume '{volume.name}'"
+                problem: VstError | None = None
                 try:
                     data = memoryview(volume.backend.load(pack_name(pack), first, end - first))
-                    for _, offset, size, number in located[start:stop]:
-                        record = data[offset - first:offset - first + size]
-                        if read_header(record, "").plain_size == wanted[number][1]:
-                            found[number] = unseal(record, oids[number], self.ids, "")
-                except VstError:
-                    pass
+                except VstError as exc:
+                    data, problem = memoryview(b""), exc
+                for _, offset, size, number in located[start:stop]:
+                    record = data[offset - first:offset - first + size]
+                    try:
+                        if problem is not None:
+                            raise problem
+                        if len(record) != size:
+                            raise CorruptObject(f"object {oids[number]} in {where}: record "
+                                                "truncated")
+                        if read_header(record, where).plain_size == wanted[number][1]:
+                            found[number] = unseal(record, oids[number], self.ids, where)
+                    except VstError as exc:
+                        # Another copy may serve it, and this one is named when it does;
+                        # if none does, the caller's get() reports it.
+                        try:
+                            found[number] = self._read_record(oids[number], (volume, exc))
+                        except VstError:
+                            pass
             start = stop
         return found
 
@@ -251,29 +274,40 @@ class ObjectDatabase:
     def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
         return volume.backend.load(pack_name(pack))
 
-    def store_spooled(self, spooled: _Spooled, placement: Placement) -> list[str]:
+    def store_spooled(self, spooled: _Spooled, placement: Placement,
+                      copiers: ThreadPoolExecutor | None = None) -> list[str]:
         """Make a spooled pack durable and put it on the placement's first ``copies``
-        volumes that take it; returns the ids of the volumes that hold it. A volume whose
-        write fails is marked down for the rest of the writer, and the next one in the
-        policy's order is tried: a pack short of copies is a deficit ``vst replicate``
-        makes up later, a pack on no volume is an error. The caller indexes it afterwards
-        (packs first, the index second, refs last)."""
+        volumes that take it (at once, through ``copiers`` when given); returns the ids of
+        the volumes that hold it. A volume whose write fails is marked down for the rest of
+        the writer, and the next one in the policy's order is tried: a pack short of copies
+        is a deficit ``vst replicate`` makes up later, a pack on no volume is an error. The
+        caller indexes it afterwards (packs first, the index second, refs last)."""
         try:
             self.fs.sync_and_close(spooled.fd)
+            name = pack_name(spooled.pack)
+            candidates = list(placement.volumes)
             written: list[str] = []
             failures: list[VstError] = []
-            for volume in list(placement.volumes):
-                if len(written) == placement.copies:
-                    break
-                # The last copy may adopt the spool file itself; the others are copies.
-                take = len(written) == placement.copies - 1
-                try:
-                    volume.backend.store_file(pack_name(spooled.pack), spooled.path, take=take)
-                except VolumeError as exc:
-                    placement.mark_down(volume, exc.message)
-                    failures.append(exc)
-                    continue
-                written.append(volume.volume_id)
+            linked = False  # one volume at most may adopt the spool file itself (a link):
+            # two links would make two "copies" one inode, lost together to one bad sector.
+            while len(written) < placement.copies and candidates:
+                wave = candidates[:placement.copies - len(written)]
+                del candidates[:len(wave)]
+                jobs = []
+                for volume in wave:
+                    take = not linked and volume.backend.adopts_files
+                    linked = linked or take
+                    store = partial(volume.backend.store_file, name, spooled.path, take=take)
+                    jobs.append((volume, copiers.submit(store) if copiers is not None
+                                 and len(wave) > 1 else store))
+                for volume, job in jobs:
+                    try:
+                        job.result() if isinstance(job, Future) else job()
+                    except VolumeError as exc:
+                        placement.mark_down(volume, exc.message)
+                        failures.append(exc)
+                        continue
+                    written.append(volume.volume_id)
             if not written:
                 if failures:
                     raise failures[0]
@@ -372,8 +406,18 @@ class ObjectWriter:
         self._pending: set[Oid] = set()
         self._queue: queue.Queue[_Spooled | None] = queue.Queue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name="vst-pack-writer", daemon=True)
-        self._thread.start()
+        # Packs being made durable at once, besides the one filling: enough to keep a slow
+        # volume (S3) busy while the next pack is built, few enough to bound dirty pages.
+        self._slots = threading.BoundedSemaphore(IN_FLIGHT)
+        self._lock = threading.Lock()
+        self._unindexed: list[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]] = []
+        self._copiers = ThreadPoolExecutor(IN_FLIGHT * max(1, len(placement.volumes)),
+                                           thread_name_prefix="vst-pack-copy") \
+            if len(placement.volumes) > 1 else None
+        self._threads = [threading.Thread(target=self._drain, name=f"vst-pack-writer-{n}",
+                                          daemon=True) for n in range(IN_FLIGHT)]
+        for thread in self._threads:
+            thread.start()
         self._closed = False
         self.objects_written = 0
         self.bytes_written = 0  # sealed (compressed) bytes of new records
@@ -442,11 +486,12 @@ class ObjectWriter:
         self._pack = self._spool = None
         self._hand_over(spooled)
 
-    def _hand_over(self, item: _Spooled | None) -> None:
-        # Only when the previous pack is written: one pack filling while one is synced and
-        # linked keeps the disk busy, and dirty data in the page cache bounded.
-        self._queue.join()
-        if item is not None and self._error is not None:
+    def _hand_over(self, item: _Spooled) -> None:
+        # Waits while IN_FLIGHT packs are being written: the disk (or the network) stays
+        # busy, and dirty data in the page cache stays bounded.
+        self._slots.acquire()
+        if self._error is not None:
+            self._slots.release()
             self._discard(item.fd, item.path)
             raise self._error
         self._queue.put(item)
@@ -487,33 +532,47 @@ class ObjectWriter:
 
     def _stop(self) -> None:
         self._closed = True
-        self._queue.put(None)
-        self._thread.join()
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        if self._copiers is not None:
+            self._copiers.shutdown()
+        # What the writer threads made durable and left unindexed (fewer than a batch).
+        if self._unindexed and self._error is None:
+            try:
+                self.odb.index.add_packs(self._unindexed, owner=self.owner)
+            except BaseException as exc:
+                self._error = exc
+            self._unindexed = []
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
 
     def _drain(self) -> None:
-        # Durable packs wait here to be indexed together: one index transaction (and log
-        # fsync) per INDEX_BATCH packs, and always before close() returns.
-        unindexed: list[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]] = []
+        # Durable packs wait in _unindexed to be indexed together: one index transaction
+        # (and log fsync) per INDEX_BATCH packs, and always before close() returns.
         while True:
             item = self._queue.get()
+            if item is None:
+                return
             try:
-                if item is not None and self._error is None:
-                    volumes = self.odb.store_spooled(item, self.placement)
-                    if len(volumes) < self.placement.copies:
-                        self.short[item.pack] = len(volumes)
-                    unindexed.append((item.pack, item.size, item.pack_index.entries, volumes))
-                elif item is not None:
+                if self._error is None:
+                    volumes = self.odb.store_spooled(item, self.placement, self._copiers)
+                    batch = []
+                    with self._lock:
+                        if len(volumes) < self.placement.copies:
+                            self.short[item.pack] = len(volumes)
+                        self._unindexed.append((item.pack, item.size, item.pack_index.entries,
+                                                volumes))
+                        if len(self._unindexed) >= INDEX_BATCH:
+                            batch, self._unindexed = self._unindexed, []
+                    if batch:
+                        self.odb.index.add_packs(batch, owner=self.owner)
+                else:
                     self._discard(item.fd, item.path)
-                if unindexed and (item is None or len(unindexed) >= INDEX_BATCH):
-                    self.odb.index.add_packs(unindexed, owner=self.owner)
-                    unindexed = []
             except BaseException as exc:  # re-raised on the adding thread
                 self._error = exc
             finally:
-                self._queue.task_done()
-            if item is None:
-                return
+                self._slots.release()

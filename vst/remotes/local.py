@@ -14,6 +14,7 @@ _TEMP_PREFIX = ".tmp-"
 
 
 class LocalVolume(Volume):
+    adopts_files = True
     def __init__(self, root: str, fs: FileSystem = DEFAULT_FS) -> None:
         self.root = os.path.abspath(root)
         self.url = self.root

@@ -33,6 +33,10 @@ class VolumeInfo(NamedTuple):
 class Volume(abc.ABC):
     url: str
 
+    # Whether store_file(take=True) may adopt the caller's file (a hard link) rather than
+    # make a copy of it.
+    adopts_files = False
+
     @abc.abstractmethod
     def load(self, name: str, offset: int = 0, size: int | None = None) -> bytes:
         """Return ``size`` bytes of ``name`` from ``offset`` (all of it when None).
