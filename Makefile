@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit torture bench bench-workflow bench-deps clean
+.PHONY: all venv demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-deps clean
 
 all: test
 
@@ -58,6 +58,12 @@ bench: venv bench-deps
 bench-workflow: venv bench-deps
 	$(BIN)/python -m compileall -q vst
 	$(BIN)/python -m bench.workflow $(BENCH_ARGS)
+
+# First commits into one local volume, two, and local + S3 (a SeaweedFS it starts from the
+# venv's weed), the S3 requests per commit, and scrub throughput. No peers needed.
+bench-volumes: venv
+	$(BIN)/python -m compileall -q vst
+	$(BIN)/python -m bench.volumes --weed $(BIN)/weed $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
