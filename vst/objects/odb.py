@@ -97,7 +97,6 @@ class ObjectDatabase:
         self.ids = ids
         self.pack_size = pack_size
         self.compression_level = compression_level
-        self._by_id = {v.volume_id: v for v in volumes}
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -113,9 +112,10 @@ class ObjectDatabase:
             raise ObjectMissing(f"object {oid} not found")
         return location
 
-    def _copies(self, location: Location) -> list[VolumeRef]:
-        held = set(self.index.pack_volumes(location.pack))
-        return [v for v in self.volumes if v.volume_id in held]  # in the store's order
+    def _copies(self, pack: Oid) -> list[VolumeRef]:
+        """The available volumes holding ``pack``, in the store's order."""
+        held = set(self.index.pack_volumes(pack))
+        return [v for v in self.volumes if v.volume_id in held]
 
     def _read_record(self, oid: Oid, failed: tuple[VolumeRef, VstError] | None = None
                      ) -> tuple[ObjectType, bytes]:
@@ -124,7 +124,7 @@ class ObjectDatabase:
         location = self.locate(oid)
         failures: list[VstError] = [failed[1]] if failed else []
         failed_on: list[str] = [failed[0].name] if failed else []
-        for volume in self._copies(location):
+        for volume in self._copies(location.pack):
             if failed is not None and volume.volume_id == failed[0].volume_id:
                 continue
             where = f"pack {location.pack} on volume '{volume.name}'"
@@ -325,11 +325,11 @@ class ObjectDatabase:
     def copy_pack(self, pack: Oid, target: VolumeRef) -> int:
         """Copy ``pack`` to ``target`` from a volume holding a copy that verifies (its bytes
         hash to its name: never spread a damaged copy), check the new copy's size on the
-        target and record it; returns the bytes copied. VolumeError when no copy
-        verifies, or the target does not take it."""
+        target and record it; returns the bytes copied. ObjectMissing when no copy
+        verifies, VolumeError when the target does not take it."""
         name = pack_name(pack)
         problems = []
-        for volume in self._copies_of(pack):
+        for volume in self._copies(pack):
             try:
                 data = volume.backend.load(name)
             except VstError as exc:
@@ -344,12 +344,10 @@ class ObjectDatabase:
                                   "has the wrong size")
             self.index.add_copies([(pack, target.volume_id)])
             return len(data)
-        raise VolumeError(f"pack {pack}: no verified copy to copy from"
-                          + (f" ({'; '.join(problems)})" if problems else
-                             " (it is on no available volume)"))
-
-    def _copies_of(self, pack: Oid) -> list[VolumeRef]:
-        return [self._by_id[v] for v in self.index.pack_volumes(pack) if v in self._by_id]
+        raise ObjectMissing(f"pack {pack}: no verified copy to copy from"
+                            + (f" ({'; '.join(problems)})" if problems else
+                               " (it is on no available volume)"),
+                            hint="run 'vst scrub' and 'vst repair'")
 
     def reconcile(self, packs: Iterable[Oid], placement: Placement) -> dict[Oid, int]:
         """Give each of ``packs`` the placement's number of copies on its policy's
@@ -366,6 +364,8 @@ class ObjectDatabase:
                     continue
                 try:
                     self.copy_pack(pack, volume)
+                except ObjectMissing:
+                    break  # no good source: no other target does better
                 except VolumeError as exc:
                     placement.mark_down(volume, exc.message)
                     continue

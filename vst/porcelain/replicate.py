@@ -98,11 +98,11 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
 
     plan: list[tuple[Oid, VolumeRef, Policy]] = []
     sizes = {row.pack: row.size for row in index.packs()}
+    ids_of = {name: policy_ids(store, policy) for name, policy in store.policies().items()}
     for pack in sorted(needs, key=lambda p: p.hex):
         copies = set(held.get(pack, ()))
         for policy in sorted(needs[pack], key=lambda p: (-p.copies, p.name)):
-            ids = {volume_id(store, n) for n in policy.volumes}
-            have = len(copies & ids)
+            have = len(copies & ids_of[policy.name])
             for name in policy.volumes:
                 if have >= policy.copies:
                     break
@@ -125,8 +125,7 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
             try:
                 size = odb.copy_pack(pack, target)
             except VstError as exc:
-                ids = {volume_id(store, n) for n in policy.volumes}
-                have = len(index.pack_copies([pack]).get(pack, set()) & ids)
+                have = len(index.pack_copies([pack]).get(pack, set()) & ids_of[policy.name])
                 result.short.append(Short(pack.hex, policy.name, have, policy.copies,
                                           f"copy to '{target.name}' failed: {exc.message}"))
                 continue
@@ -142,8 +141,10 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
     return result
 
 
-def volume_id(store: Store, name: str) -> str:
-    return next(spec.volume_id for spec in store.volume_specs() if spec.name == name)
+def policy_ids(store: Store, policy: Policy) -> frozenset[str]:
+    """The volume ids of ``policy``'s volumes."""
+    ids = {spec.name: spec.volume_id for spec in store.volume_specs()}
+    return frozenset(ids[name] for name in policy.volumes)
 
 
 def _check_listings(store: Store, volumes: Iterable[VolumeRef], held: dict[Oid, set[str]],
@@ -172,7 +173,7 @@ def under_replicated(store: Store, collection: str) -> tuple[int, int]:
     policy asks, by the index's record of the packs its commits wrote and reused (which
     ``vst replicate`` refreshes from a walk)."""
     policy = store.policy_of(collection)
-    ids = {volume_id(store, n) for n in policy.volumes}
+    ids = policy_ids(store, policy)
     packs = size = 0
     for _pack, pack_size, _count, copies in store.odb.index.owned(collection):
         if len(copies & ids) < policy.copies:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from vst.errors import (
     AccessDenied,
@@ -22,6 +22,7 @@ from vst.errors import (
     VolumeIOError,
     VolumeUnreachable,
     VstError,
+    from_os_error,
 )
 from vst.remotes.volume import Volume, VolumeInfo, check_name
 
@@ -165,19 +166,28 @@ class S3Volume(Volume):
 
     def store(self, name: str, data: bytes | bytearray | memoryview, *,
               overwrite: bool = True) -> bool:
+        return self._put(name, data if isinstance(data, bytes) else bytes(data), overwrite)
+
+    def _put(self, name: str, body: bytes | BinaryIO, overwrite: bool) -> bool:
+        """One PUT of ``body`` (bytes, or a file read from its start on each attempt, so
+        that a pack is streamed rather than held in memory)."""
         from botocore.exceptions import ClientError
 
         key = self._key(name)
-        body = bytes(data)
         what = f"cannot write '{name}'"
-        if overwrite:
+
+        def put(**condition: str) -> None:
+            if not isinstance(body, bytes):
+                body.seek(0)
             self._guard(what, lambda: self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body))
+                Bucket=self.bucket, Key=key, Body=body, **condition))
+
+        if overwrite:
+            put()
             return True
         if self._conditional_put:
             try:
-                self._guard(what, lambda: self._client.put_object(
-                    Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*"))
+                put(IfNoneMatch="*")
                 return True
             except VstError as exc:
                 cause = exc.__cause__
@@ -199,15 +209,18 @@ class S3Volume(Volume):
         # same bytes, so the race only matters to callers that rely on first-writer-wins.
         if self.exists(name):
             return False
-        self._guard(what, lambda: self._client.put_object(
-            Bucket=self.bucket, Key=key, Body=body))
+        put()
         return True
 
     def store_file(self, name: str, path: str, *, take: bool = False) -> bool:
         import os
 
         if os.path.getsize(path) < self.multipart_threshold:
-            return super().store_file(name, path, take=take)
+            try:
+                with open(path, "rb") as f:
+                    return self._put(name, f, overwrite=False)
+            except OSError as exc:
+                raise from_os_error(exc, f"cannot read '{path}'") from exc
         key = self._key(name)
         # s3transfer does not pass If-None-Match through to multipart uploads, so large
         # files are checked first; the race is the one store() documents for old servers.
