@@ -134,3 +134,29 @@ def test_an_s3_endpoint_that_is_down_costs_a_deficit_not_a_commit(
     head = ok(root, "rev-parse", "HEAD").strip()
     assert s3.load("meta/refs/w").decode().strip() == head
     assert "fewer than" not in ok(root, "status")
+
+
+def test_reads_try_local_disks_before_s3(s3_server: S3Server, env: dict[str, str],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         make_tree: Callable[..., Path]) -> None:
+    """An S3 volume named to sort before the local one is still read after it: a damaged
+    S3 copy is never touched while the local copy is good."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    store = tmp_path / "store"
+    assert vst_run("store", "init", str(store)).code == 0
+    prefix = f"order-{uuid.uuid4().hex[:8]}"
+    ran = vst_run("--store", str(store), "volume", "add", "archive",
+                  f"s3://{s3_server.bucket}/{prefix}", "--endpoint-url",
+                  s3_server.endpoint_url, "--region", REGION)
+    assert ran.code == 0, ran.err
+    root = make_tree(tmp_path / "w", {"big.bin": os.urandom(1_500_000)})
+    ok(root, "init", "--store", str(store))
+    ok(root, "commit", "-m", "one")
+    s3 = s3_volume(s3_server, prefix)
+    for name in s3.list("packs/"):
+        s3.store(name, b"garbage")
+    ran = vst(root, "restore", "--to", str(tmp_path / "out"), ".")
+    assert ran.code == 0, ran.err
+    assert "warning" not in ran.err  # the S3 copies were not read
+    assert (tmp_path / "out" / "big.bin").read_bytes() == (root / "big.bin").read_bytes()

@@ -86,6 +86,8 @@ class ObjectDatabase:
                  placement: Placement | None = None,
                  warn: Callable[[str], None] | None = None) -> None:
         self.volumes = volumes
+        # Reads try local disks before remote stores (stable: otherwise the store's order).
+        self._read_order = sorted(volumes, key=lambda v: v.backend.remote)
         # Without a policy (tests, helper processes): a copy on every volume.
         self.placement = placement or Placement(
             "default", volumes, len(volumes), frozenset(v.volume_id for v in volumes), {})
@@ -113,9 +115,9 @@ class ObjectDatabase:
         return location
 
     def _copies(self, pack: Oid) -> list[VolumeRef]:
-        """The available volumes holding ``pack``, in the store's order."""
+        """The available volumes holding ``pack``, in the order reads try them."""
         held = set(self.index.pack_volumes(pack))
-        return [v for v in self.volumes if v.volume_id in held]
+        return [v for v in self._read_order if v.volume_id in held]
 
     def _read_record(self, oid: Oid, failed: tuple[VolumeRef, VstError] | None = None
                      ) -> tuple[ObjectType, bytes]:
@@ -196,7 +198,8 @@ class ObjectDatabase:
             pack = Oid(pack_raw)
             if pack not in packs:
                 held_by = self.index.pack_volumes(pack)
-                packs[pack] = next((v for v in self.volumes if v.volume_id in held_by), None)
+                packs[pack] = next((v for v in self._read_order if v.volume_id in held_by),
+                                   None)
             volume = packs[pack]
             if volume is not None:
                 where = f"pack {pack} on volume '{volume.name}'"

@@ -60,6 +60,8 @@ class S3Volume(Volume):
     ``list_page_size`` exist so tests can exercise multipart uploads and pagination
     cheaply."""
 
+    remote = True
+
     def __init__(self, url: str, *, endpoint_url: str | None = None,
                  region: str | None = None, profile: str | None = None,
                  access_key: str | None = None, secret_key: str | None = None,

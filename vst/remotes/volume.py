@@ -36,6 +36,8 @@ class Volume(abc.ABC):
     # Whether store_file(take=True) may adopt the caller's file (a hard link) rather than
     # make a copy of it.
     adopts_files = False
+    # Reached over a network (slower and dearer to read than a local disk).
+    remote = False
 
     @abc.abstractmethod
     def load(self, name: str, offset: int = 0, size: int | None = None) -> bytes:
