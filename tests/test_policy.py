@@ -173,7 +173,7 @@ def test_replicate_refills_a_volume_replaced_by_an_empty_one(setup: Path, tmp_pa
     shutil.rmtree(b / "packs")
     ran = vst(setup, "replicate")
     assert ran.code == 0, ran.err
-    assert "were not on their volume" in ran.err
+    assert "not on its volume; forgotten, and copied again" in ran.err
     assert packs_on(b) == before
     assert "copied 0 packs" in vst(setup, "replicate").err  # the index now agrees
 
@@ -288,3 +288,23 @@ def test_index_rebuild_keeps_the_counts_and_needs_every_volume(setup: Path,
     ok(setup, "index", "rebuild")
     # Which packs the collection uses came back from a walk of its history.
     assert "under-replicated" in ok(setup, "collection", "list")
+
+
+def test_status_json_and_volume_lost_counts_by_policy(setup: Path, tmp_path: Path) -> None:
+    import json
+
+    ok(setup, "policy", "set", "one", "--volumes", "b,c", "--copies", "1")
+    ok(setup, "collection", "set-policy", "w", "one")
+    ok(setup, "commit", "-m", "one")
+    ran = vst_run("-C", str(setup), "--json", "status")
+    record = json.loads(ran.out.decode().strip().splitlines()[-1])
+    assert record["policy"] == "one" and record["under_replicated_packs"] == 0
+    # c holds nothing of w (one copy, on b first): losing it leaves nothing short.
+    ran = vst_run("-C", str(setup), "--json", "volume", "lost", "c")
+    record = json.loads(ran.out.decode().strip().splitlines()[-1])
+    assert record["lost"] == 0 and record["under_replicated"] == 0, record
+    # A refused loss says nothing about policies it did not change.
+    ok(setup, "policy", "set", "both", "--volumes", "default,b")
+    ok(setup, "policy", "set", "bonly", "--volumes", "b")
+    ran = vst(setup, "volume", "lost", "b")
+    assert ran.code == 5 and "now keeps" not in ran.err

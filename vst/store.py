@@ -449,6 +449,7 @@ class Store:
         policies = config.get("policies", {})
         if not isinstance(policies, dict):
             return
+        changes = []  # said only once every policy could take the change
         for name, entry in sorted(policies.items()):
             listed = entry.get("volumes", []) if isinstance(entry, dict) else []
             if volume not in listed:
@@ -461,9 +462,11 @@ class Store:
             entry["volumes"] = rest
             if entry.get("copies", 0) > len(rest):
                 entry["copies"] = len(rest)
-                self.warn(f"policy '{name}' now keeps {len(rest)} "
-                          f"cop{'y' if len(rest) == 1 else 'ies'}, on "
-                          + ", ".join(f"'{v}'" for v in rest))
+                changes.append(f"policy '{name}' now keeps {len(rest)} "
+                               f"cop{'y' if len(rest) == 1 else 'ies'}, on "
+                               + ", ".join(f"'{v}'" for v in rest))
+        for change in changes:
+            self.warn(change)
 
     def check_volume(self, spec: VolumeSpec) -> Volume:
         """The backend of ``spec`` once its descriptor says it is this store's volume
@@ -552,11 +555,15 @@ class Store:
 
         policy = self.policy_of(collection)
         available = {ref.name: ref for ref in self.volumes()}
-        ids = {spec.name: spec.volume_id for spec in self._volume_specs}
         return Placement(policy.name, [available[n] for n in policy.volumes if n in available],
-                         policy.copies, frozenset(ids[n] for n in policy.volumes),
+                         policy.copies, self.policy_volume_ids(policy),
                          {n: self.unavailable[n] for n in policy.volumes
                           if n in self.unavailable})
+
+    def policy_volume_ids(self, policy: Policy) -> frozenset[str]:
+        """The volume ids of ``policy``'s volumes."""
+        ids = {spec.name: spec.volume_id for spec in self._volume_specs}
+        return frozenset(ids[name] for name in policy.volumes)
 
     def set_policy(self, name: str, volumes: tuple[str, ...], copies: int | None) -> Policy:
         """Create or change the policy ``name`` (``copies`` None: one on each volume)."""

@@ -43,9 +43,12 @@ def command(app: App, collections: tuple[str, ...], dry_run: bool) -> None:
         click.echo(f"{verb} {plural(len(result.copied), 'pack')} ({human_size(size)}); "
                    f"{plural(result.packs, 'pack')} checked", err=True)
         if result.vanished:
-            app.warn(f"{result.vanished} pack {'copy' if result.vanished == 1 else 'copies'} recorded in the "
-                     "index were not on their volume" + ("" if dry_run else
-                                                         " (forgotten, and copied again)"))
+            copies = "copy" if result.vanished == 1 else "copies"
+            app.warn(f"{result.vanished} pack {copies} recorded in the index "
+                     f"{'was' if result.vanished == 1 else 'were'} not on "
+                     f"{'its' if result.vanished == 1 else 'their'} volume"
+                     + ("" if dry_run else "; forgotten, and copied again wherever a "
+                                           "policy wants one"))
         for short in result.short[:10]:
             click.echo(f"error: pack {short.pack} has {short.have} of the {short.want} copies "
                        f"policy '{short.policy}' asks: {short.reason}", err=True)
@@ -54,9 +57,11 @@ def command(app: App, collections: tuple[str, ...], dry_run: bool) -> None:
         for oid in result.unreadable[:10]:
             click.echo(f"error: object {oid} cannot be read on any volume", err=True)
     if not result.complete:
+        volumes_out = any(s.reason.startswith("volumes out") for s in result.short)
         raise PartialSuccess(
             f"{plural(len(result.short), 'pack')} short of their policy"
             + (f", {plural(len(result.unreadable), 'object')} unreadable"
                if result.unreadable else ""),
             hint="bring the volumes back and run 'vst replicate' again, or "
-                 "'vst volume lost NAME' for a disk that died")
+                 "'vst volume lost NAME' for a disk that died" if volumes_out else
+                 "run 'vst scrub' and 'vst repair': some packs have no copy that verifies")

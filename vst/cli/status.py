@@ -29,7 +29,7 @@ def command(app: App, short: bool, porcelain: bool, nul: bool, exit_code: bool,
     result = status(store, copy, paths=app.tree_paths(paths), warn=app.warn)
     changes = result.changes
     if app.json or not (short or porcelain or nul):
-        from vst.porcelain.replicate import under_replicated
+        from vst.porcelain.policy import under_replicated
 
         short_packs, short_bytes = under_replicated(store, copy.collection)
     if app.json:
@@ -38,7 +38,9 @@ def command(app: App, short: bool, porcelain: bool, nul: bool, exit_code: bool,
                            "path": change.path.decode(errors="surrogateescape")})
         app.emit_json({"type": "status", "collection": copy.collection, "base": result.base,
                        "head": result.head, "behind": result.behind,
-                       "changes": len(changes)})
+                       "changes": len(changes),
+                       "policy": store.collection_policy(copy.collection),
+                       "under_replicated_packs": short_packs})
     elif short or porcelain or nul:
         out = sys.stdout.buffer
         for change in changes:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from vst.objects.oid import Oid
 from vst.porcelain.clone import tree_size
-from vst.porcelain.replicate import under_replicated
+from vst.porcelain.policy import under_replicated
 from vst.store import Store
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vst.errors import UsageError
+from vst.objects.index import ObjectIndex
+from vst.objects.oid import Oid
 from vst.policy import Policy
 from vst.store import Store
 
@@ -34,3 +36,21 @@ def policy_list(store: Store) -> list[PolicyInfo]:
 
 def policy_remove(store: Store, name: str) -> None:
     store.remove_policy(name)
+
+
+def short_packs(store: Store, collection: str, index: ObjectIndex | None = None
+                ) -> dict[Oid, int]:
+    """The packs of ``collection`` (pack -> size) with fewer copies on its policy's volumes
+    than the policy asks, by the index's record of the packs its commits wrote and reused
+    (``vst replicate`` and ``vst index rebuild`` refresh it from a walk)."""
+    policy = store.policy_of(collection)
+    ids = store.policy_volume_ids(policy)
+    owned = (index or store.odb.index).owned(collection)
+    return {pack: size for pack, size, _count, copies in owned
+            if len(copies & ids) < policy.copies}
+
+
+def under_replicated(store: Store, collection: str) -> tuple[int, int]:
+    """(packs, bytes) of ``short_packs``."""
+    short = short_packs(store, collection)
+    return len(short), sum(short.values())

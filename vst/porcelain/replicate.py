@@ -98,7 +98,8 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
 
     plan: list[tuple[Oid, VolumeRef, Policy]] = []
     sizes = {row.pack: row.size for row in index.packs()}
-    ids_of = {name: policy_ids(store, policy) for name, policy in store.policies().items()}
+    ids_of = {name: store.policy_volume_ids(policy)
+              for name, policy in store.policies().items()}
     for pack in sorted(needs, key=lambda p: p.hex):
         copies = set(held.get(pack, ()))
         for policy in sorted(needs[pack], key=lambda p: (-p.copies, p.name)):
@@ -141,12 +142,6 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
     return result
 
 
-def policy_ids(store: Store, policy: Policy) -> frozenset[str]:
-    """The volume ids of ``policy``'s volumes."""
-    ids = {spec.name: spec.volume_id for spec in store.volume_specs()}
-    return frozenset(ids[name] for name in policy.volumes)
-
-
 def _check_listings(store: Store, volumes: Iterable[VolumeRef], held: dict[Oid, set[str]],
                     dry_run: bool) -> int:
     """Forget the copies the index records on an available volume that its listing does
@@ -166,16 +161,3 @@ def _check_listings(store: Store, volumes: Iterable[VolumeRef], held: dict[Oid, 
     if gone and not dry_run:
         store.odb.index.forget_copies(gone)
     return len(gone)
-
-
-def under_replicated(store: Store, collection: str) -> tuple[int, int]:
-    """(packs, bytes) of ``collection`` with fewer copies on its policy's volumes than the
-    policy asks, by the index's record of the packs its commits wrote and reused (which
-    ``vst replicate`` refreshes from a walk)."""
-    policy = store.policy_of(collection)
-    ids = policy_ids(store, policy)
-    packs = size = 0
-    for _pack, pack_size, _count, copies in store.odb.index.owned(collection):
-        if len(copies & ids) < policy.copies:
-            packs, size = packs + 1, size + pack_size
-    return packs, size

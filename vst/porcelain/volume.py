@@ -29,6 +29,7 @@ from vst.objects.index import ObjectIndex, PackRow
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid, is_full_hex
 from vst.objects.pack import PackEntry, pack_id, parse_pack, read_index
+from vst.porcelain.policy import short_packs
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
 from vst.store import Store, VolumeSpec, check_volume_name, open_volume
@@ -237,7 +238,7 @@ class VolumeDropped:
     volume_id: str
     copies: int  # pack copies the index recorded on the volume, now forgotten
     lost: int  # packs now on no volume
-    under_replicated: int  # packs on fewer volumes than the store has (but on one at least)
+    under_replicated: int  # packs on a volume, but on fewer than their collection's policy asks
 
 
 def volume_remove(store: Store, name: str) -> VolumeDropped:
@@ -309,10 +310,10 @@ def _drop(store: Store, spec: VolumeSpec, index: ObjectIndex) -> VolumeDropped:
     store.remove_volume(spec.name)
     copies = index.forget_volume(spec.volume_id)
     kept = {other.volume_id for other in store.volume_specs()}
-    held = [len(kept.intersection(row.volumes)) for row in index.packs()]
-    return VolumeDropped(spec.name, spec.url, spec.volume_id, copies,
-                         sum(1 for n in held if n == 0),
-                         sum(1 for n in held if 0 < n < len(kept)))
+    lost = {row.pack for row in index.packs() if not kept.intersection(row.volumes)}
+    short = {pack for collection in store.collection_names()
+             for pack in short_packs(store, collection, index)} - lost
+    return VolumeDropped(spec.name, spec.url, spec.volume_id, copies, len(lost), len(short))
 
 
 # -- vst volume validate ------------------------------------------------------------------
