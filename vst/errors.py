@@ -44,6 +44,14 @@ class NotAWorkingCopy(VstError):
     exit_code = 6
 
 
+class CorruptKey(VstError):
+    """A key file or keyring envelope that does not parse or is structurally wrong (bad
+    field, wrong length, KDF parameters below the minimum). 7, not 1x: 10-19 are all taken,
+    and 20-29 mean volumes. A key that merely does not open something is ``WrongKey``."""
+
+    exit_code = 7
+
+
 # -- store and local state: 10-19 -------------------------------------------------------
 
 
