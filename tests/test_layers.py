@@ -24,6 +24,7 @@ RANKS = {
     "vst.plumbing": 5,
     "vst.store": 4,
     "vst.policy": 4,
+    "vst.keyrings": 4,
     "vst.workdir": 4,
     "vst.ingest": 4,
     "vst.checkout": 4,

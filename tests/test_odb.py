@@ -435,3 +435,33 @@ def test_packs_are_spooled_and_leave_no_temporary_files(tmp_path: Path) -> None:
         assert not store.odb.has(store.odb.ids.compute(ObjectType.BLOB, b"abandoned"))
     finally:
         store.close()
+
+
+def test_an_index_of_schema_1_gains_the_keyring_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from vst.objects.index import ObjectIndex
+
+    path = str(tmp_path / "index.sqlite")
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE objects (id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+                              length INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE packs (id BLOB PRIMARY KEY, size INTEGER NOT NULL,
+                            count INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE pack_copies (pack BLOB NOT NULL, volume TEXT NOT NULL,
+                                  PRIMARY KEY (pack, volume)) WITHOUT ROWID;
+        PRAGMA user_version=1;
+    """)
+    db.execute("INSERT INTO packs VALUES (?, 100, 1)", (b"p" * 32,))
+    db.execute("INSERT INTO objects VALUES (?, ?, 8, 50)", (b"o" * 32, b"p" * 32))
+    db.commit()
+    db.close()
+    index = ObjectIndex(path)
+    try:
+        location = index.lookup(Oid(b"o" * 32))
+        assert location is not None and location.keyring is None and location.offset == 8
+        version = index._query("PRAGMA user_version")[0][0]
+        assert version == 2
+    finally:
+        index.close()

@@ -17,11 +17,12 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vst.errors import CorruptObject, CorruptPack, UnsupportedFormat
+from vst.errors import CorruptObject, CorruptPack, UnsupportedFormat, WrongKey
 from vst.objects.ids import PLAIN_IDS
 from vst.objects.oid import Oid
 from vst.objects.pack import (
     FOOTER_SIZE,
+    KEYED_FOOTER_SIZE,
     MAGIC,
     PackWriter,
     pack_id,
@@ -186,10 +187,13 @@ class TestUnsealStrict:
         with pytest.raises(CorruptObject):
             unseal(record, oid, PLAIN_IDS, WHERE)
 
-    def test_encrypted_flag_is_unsupported(self) -> None:
+    def test_an_encrypted_record_needs_its_key_and_shows_no_type(self) -> None:
         oid, record = sealed(b"secret")
-        with pytest.raises(UnsupportedFormat, match="encrypted"):
+        with pytest.raises(CorruptObject, match="shows a type"):  # type 1 left visible
             unseal(with_header(record, flags=FLAG_ENCRYPTED), oid, PLAIN_IDS, WHERE)
+        hidden = with_header(record, kind=0, flags=FLAG_ENCRYPTED, size=0)
+        with pytest.raises(WrongKey, match="no key"):
+            unseal(hidden, oid, PLAIN_IDS, WHERE)
         with pytest.raises(UnsupportedFormat):
             read_header(with_header(record, flags=FLAG_ENCRYPTED | FLAG_ZSTD), WHERE)
 
@@ -331,7 +335,8 @@ class TestPack:
         index = read_index(load, len(data), "p")
         assert {e.oid for e in index} == set(objects)
         assert len(reads) == 2
-        assert sum(size for _, size in reads) == FOOTER_SIZE + 2 * 44
+        # The tail read covers the larger (keyed) footer, whichever the pack has.
+        assert sum(size for _, size in reads) == KEYED_FOOTER_SIZE + 2 * 44
 
     def test_truncation_at_every_byte(self) -> None:
         _pack, data, _ = make_pack(SMALL)
@@ -390,12 +395,32 @@ class TestPack:
 
     def test_versions(self) -> None:
         _pack, data, _ = make_pack(SMALL)
-        with pytest.raises(UnsupportedFormat, match="version 2"):
+        with pytest.raises(UnsupportedFormat, match="version 3"):
+            parse_pack(b"VSTPACK\x03" + data[8:], "p")
+        with pytest.raises(UnsupportedFormat, match="version 3"):
+            parse_pack(data[:-1] + b"\x03", "p")
+        with pytest.raises(CorruptPack, match="disagree"):
             parse_pack(b"VSTPACK\x02" + data[8:], "p")
-        with pytest.raises(UnsupportedFormat, match="version 2"):
+        with pytest.raises(CorruptPack):  # a version 1 footer read as a keyed one
             parse_pack(data[:-1] + b"\x02", "p")
         with pytest.raises(CorruptPack, match="magic"):
             parse_pack(b"VSTPACX\x01" + data[8:], "p")
+
+    def test_a_keyed_pack_names_its_keyring_in_the_footer(self) -> None:
+        keyring = bytes(range(1, 17))
+        writer = PackWriter(keyring)
+        writer.add(Oid(bytes(32)), b"x" * 60)
+        _pack, data, index = writer.finish()
+        assert index.keyring_id == keyring and data.startswith(b"VSTPACK\x02")
+        assert parse_pack(bytes(data), "p").keyring_id == keyring
+        tail = read_index(lambda o, n: bytes(data[o:o + n]), len(data), "p")
+        assert tail.keyring_id == keyring and tail.entries == index.entries
+        assert len(data) == 8 + 60 + 44 + KEYED_FOOTER_SIZE
+        with pytest.raises(CorruptPack, match="names no keyring"):
+            forged = bytes(data[:-24]) + bytes(16) + bytes(data[-8:])
+            read_index(lambda o, n: forged[o:o + n], len(forged), "p")
+        with pytest.raises(ValueError):
+            PackWriter(b"short")
 
     def test_forged_indexes_with_valid_checksums(self) -> None:
         _pack, data, _ = make_pack(SMALL, level=0)

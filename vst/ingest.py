@@ -44,7 +44,7 @@ from vst.objects.ids import IdScheme
 from vst.objects.index import ObjectIndex
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
-from vst.objects.seal import seal
+from vst.objects.seal import Sealing, seal
 from vst.objects.tree import entry_mode
 from vst.objects.types import ObjectType
 
@@ -125,12 +125,13 @@ class Ingest:
     ``writer`` None computes ids without storing anything (``hash-object`` without ``-w``).
     """
 
-    def __init__(self, params: ChunkParams, ids: IdScheme, writer: ObjectWriter | None,
+    def __init__(self, params: ChunkParams, sealing: Sealing, writer: ObjectWriter | None,
                  compression_level: int = 3, *,
                  on_bytes: Callable[[int], None] | None = None,
                  processes: bool = False) -> None:
         self.params = params
-        self.ids = ids
+        self.sealing = sealing
+        self.ids = sealing.ids
         self.writer = writer
         self.level = compression_level
         self.chunker = Chunker(params)
@@ -175,7 +176,8 @@ class Ingest:
         sealed = []
         for piece in pieces:
             assert piece.oid is not None
-            sealed.append((piece.oid, seal(piece.oid, piece.kind, piece.data, self.level)))
+            sealed.append((piece.oid, seal(piece.oid, piece.kind, piece.data, self.level,
+                                           self.sealing.cipher)))
         return sealed
 
     # -- adding-thread stages -------------------------------------------------------------------
@@ -222,7 +224,7 @@ class Ingest:
             try:
                 self._process_pool = ProcessPoolExecutor(
                     6 * self._cores, mp_context=context, initializer=_process_init,
-                    initargs=(self.params.min, self.ids.key, self.level, index))
+                    initargs=(self.params.min, _portable(self.sealing), self.level, index))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
         return self._process_pool
@@ -496,20 +498,36 @@ def open_and_hash_many(paths: list[bytes], small: int, ids: IdScheme) -> list[_P
 
 class _ProcessState(NamedTuple):
     small: int
-    ids: IdScheme
+    sealing: Sealing
     level: int
     known: ObjectIndex | None
+
+
+def _portable(sealing: Sealing) -> tuple[bytes, bytes | None, bytes | None]:
+    """What a worker process needs to rebuild ``sealing``: the keyring id, the id key and
+    the data key (sent over the fork server's local socket, never written anywhere)."""
+    cipher = sealing.cipher
+    return sealing.keyring_id, sealing.ids.key, cipher.dek if cipher is not None else None
+
+
+def _rebuilt(keyring_id: bytes, id_key: bytes | None, dek: bytes | None) -> Sealing:
+    if dek is None:
+        return Sealing(keyring_id, IdScheme(id_key), None)
+    from vst.crypto.records import RecordCipher
+
+    return Sealing(keyring_id, IdScheme(id_key), RecordCipher(dek, keyring_id))
 
 
 _process_state: _ProcessState | None = None
 
 
-def _process_init(small: int, id_key: bytes | None, level: int, index_path: str | None) -> None:
+def _process_init(small: int, sealing: tuple[bytes, bytes | None, bytes | None], level: int,
+                  index_path: str | None) -> None:
     """Runs once in each worker process."""
     global _process_state
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     index = ObjectIndex(index_path, read_only=True) if index_path else None
-    _process_state = _ProcessState(small, IdScheme(id_key), level, index)
+    _process_state = _ProcessState(small, _rebuilt(*sealing), level, index)
 
 
 def _process_batch(paths: list[bytes]) -> list[_Piece]:
@@ -517,13 +535,14 @@ def _process_batch(paths: list[bytes]) -> list[_Piece]:
     process. Only ids, sizes, statuses and sealed records travel back to the parent."""
     state = _process_state
     assert state is not None, "worker process not initialised"
-    pieces = open_and_hash_many(paths, state.small, state.ids)
+    pieces = open_and_hash_many(paths, state.small, state.sealing.ids)
     known = state.known.has_many(p.oid for p in pieces if p.oid) if state.known else set()
     for piece in pieces:
         if piece.oid is not None:
             piece.sealed = True
             if state.known is not None and piece.oid not in known:
-                piece.record = seal(piece.oid, piece.kind, piece.data, state.level)
+                piece.record = seal(piece.oid, piece.kind, piece.data, state.level,
+                                    state.sealing.cipher)
             piece.data = b""
     return pieces
 

@@ -213,6 +213,10 @@ class Store:
                                 "out of range")
         self._volume_specs = self._read_volume_specs(name)
         self._policies = parse_policies(config, tuple(v.name for v in self._volume_specs), name)
+        from vst.keyrings import Keyrings
+
+        # Set ``keyrings.source`` to open encrypted collections (the CLI sets the user's).
+        self.keyrings = Keyrings(self._file("keys"), self.store_id, fs, self._mirror)
         self._volumes: list[Any] | None = None
         # Volumes found unreachable or not this store's when opened: name -> why.
         self.unavailable: dict[str, str] = {}
@@ -527,14 +531,23 @@ class Store:
             self._odb = ObjectDatabase(volumes, ObjectIndex(self._file("index.sqlite")),
                                        PLAIN_IDS, self.pack_size, self.compression_level,
                                        spool_dir=spool_dir, fs=self.fs,
-                                       placement=self.placement(None), warn=self.warn)
+                                       placement=self.placement(None), warn=self.warn,
+                                       sealings=self.keyrings.sealing_by_id)
         return self._odb
 
     def writer(self, collection: str | None = None) -> Any:
         """An ObjectWriter putting new packs where ``collection``'s policy says (the
         default policy when None), recording what it writes and reuses as the
-        collection's."""
-        return self.odb.writer(self.placement(collection), owner=collection)
+        collection's, naming and sealing objects with its keyring (if it has one)."""
+        return self.odb.writer(self.placement(collection), owner=collection,
+                               sealing=self.sealing(collection))
+
+    def sealing(self, collection: str | None) -> Any:
+        """How ``collection``'s objects are named and sealed: its keyring's, opened with
+        the user's keys (WrongKey when none opens it), or unencrypted."""
+        if collection is None:
+            return self.keyrings.sealing(None)
+        return self.keyrings.sealing(self.collection_keyring(collection))
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -616,11 +629,16 @@ class Store:
 
     # -- collections --------------------------------------------------------------------------
 
-    def create_collection(self, name: str) -> None:
+    def create_collection(self, name: str, *, keyring: str | None = None) -> None:
+        """Create collection ``name``, encrypted with the existing keyring ``keyring`` when
+        given (see ``keyrings.create``), unencrypted otherwise."""
         check_collection_name(name)
         path = self._file("collections", f"{name}.toml")
-        data = _dumps({"collection": {"name": name,
-                                             "created": int(time.time())}}).encode()
+        table: dict[str, Any] = {"name": name, "created": int(time.time())}
+        if keyring is not None:
+            self.keyrings.read(keyring)  # exists and parses
+            table["keyring"] = keyring
+        data = _dumps({"collection": table}).encode()
         with self._ref_lock(name):
             if os.path.exists(path):
                 raise AlreadyExists(f"collection '{name}' already exists")
@@ -634,6 +652,13 @@ class Store:
         if not isinstance(table, dict):
             raise CorruptConfig(f"'{path}': no [collection] table")
         return table
+
+    def collection_keyring(self, name: str) -> str | None:
+        """The keyring ``name``'s objects are sealed with (None: unencrypted)."""
+        keyring = self._collection_table(name).get("keyring")
+        if keyring is not None and not isinstance(keyring, str):
+            raise CorruptConfig(f"collection '{name}': keyring must be a string")
+        return keyring
 
     def collection_policy(self, name: str) -> str:
         """The name of the policy ``name`` follows (``default`` unless set)."""

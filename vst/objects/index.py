@@ -13,15 +13,15 @@ from typing import NamedTuple
 
 from vst.errors import CorruptConfig
 from vst.objects.oid import Oid
-from vst.objects.pack import PackEntry
+from vst.objects.pack import NO_KEYRING, PackIndex
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS packs (
-    id BLOB PRIMARY KEY, size INTEGER NOT NULL, count INTEGER NOT NULL
+    id BLOB PRIMARY KEY, size INTEGER NOT NULL, count INTEGER NOT NULL, keyring BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pack_copies (
     pack BLOB NOT NULL, volume TEXT NOT NULL, PRIMARY KEY (pack, volume)
@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS pack_owners (
     collection TEXT NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (collection, pack)
 ) WITHOUT ROWID;
 """
+# packs.keyring: the keyring id an encrypted pack's footer names (NULL: unencrypted); added
+# in schema 2, which an index of schema 1 (all of whose packs are unencrypted) becomes by
+# adding the column.
 # pack_owners: the packs each collection's commits have written or reused, so that counting
 # a collection's under-replicated packs is one query rather than a walk of its history.
 # Added after schema 1 and created by CREATE IF NOT EXISTS in older indexes (where it starts
@@ -42,6 +45,7 @@ class Location(NamedTuple):
     pack: Oid
     offset: int
     length: int
+    keyring: bytes | None = None  # the pack's keyring id; None when unencrypted
 
 
 class PackRow(NamedTuple):
@@ -70,7 +74,10 @@ class ObjectIndex:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            if version == 1:
+                self._db.execute("ALTER TABLE packs ADD COLUMN keyring BLOB")
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version == 0:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise CorruptConfig(f"index '{path}' has unknown schema {version}",
@@ -92,11 +99,12 @@ class ObjectIndex:
                                     hint="run 'vst index rebuild'") from None
 
     def lookup(self, oid: Oid) -> Location | None:
-        rows = self._query("SELECT pack, offset, length FROM objects WHERE id = ?", (oid.raw,))
+        rows = self._query("SELECT o.pack, o.offset, o.length, p.keyring FROM objects o "
+                           "JOIN packs p ON p.id = o.pack WHERE o.id = ?", (oid.raw,))
         if not rows:
             return None
-        pack, offset, length = rows[0]
-        return Location(Oid(pack), offset, length)
+        pack, offset, length, keyring = rows[0]
+        return Location(Oid(pack), offset, length, keyring)
 
     def has_many(self, oids: Iterable[Oid]) -> set[Oid]:
         wanted = list(oids)
@@ -120,11 +128,10 @@ class ObjectIndex:
                            (low, high, limit))
         return [Oid(row[0]) for row in rows]
 
-    def add_pack(self, pack: Oid, size: int, entries: Sequence[PackEntry],
-                 volumes: Iterable[str]) -> None:
-        self.add_packs([(pack, size, entries, tuple(volumes))])
+    def add_pack(self, pack: Oid, size: int, index: PackIndex, volumes: Iterable[str]) -> None:
+        self.add_packs([(pack, size, index, tuple(volumes))])
 
-    def add_packs(self, packs: Sequence[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]],
+    def add_packs(self, packs: Sequence[tuple[Oid, int, PackIndex, Sequence[str]]],
                   *, owner: str | None = None) -> None:
         """Record packs, their objects and the volumes holding them, in one transaction
         (one fsync of the log for many packs).
@@ -134,9 +141,11 @@ class ObjectIndex:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for pack, size, entries, volumes in packs:
-                    self._db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?)",
-                                     (pack.raw, size, len(entries)))
+                for pack, size, index, volumes in packs:
+                    entries = index.entries
+                    keyring = index.keyring_id if index.keyring_id != NO_KEYRING else None
+                    self._db.execute("INSERT OR REPLACE INTO packs VALUES (?, ?, ?, ?)",
+                                     (pack.raw, size, len(entries), keyring))
                     self._db.executemany(
                         "INSERT OR IGNORE INTO objects VALUES (?, ?, ?, ?)",
                         [(e.oid.raw, pack.raw, e.offset, e.length) for e in entries])

@@ -24,13 +24,14 @@ from vst.errors import (
     UsageError,
     VolumeError,
     VstError,
+    WrongKey,
 )
 from vst.fsio import DEFAULT_FS, FileSystem
-from vst.objects.ids import IdScheme
+from vst.objects.ids import PLAIN_IDS, IdScheme
 from vst.objects.index import Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
-from vst.objects.pack import PackEntry, PackIndex, PackStream, pack_id
-from vst.objects.seal import read_header, seal, unseal
+from vst.objects.pack import PackIndex, PackStream, pack_id
+from vst.objects.seal import NO_KEYRING, PLAIN, Sealing, UnexpectedSize, seal, unseal
 from vst.objects.types import ObjectType
 from vst.remotes.volume import Volume
 
@@ -68,6 +69,11 @@ class Placement:
         self.unavailable[volume.name] = why
 
 
+def _no_keys(keyring: bytes) -> Sealing:
+    raise WrongKey(f"objects of keyring {keyring.hex()} are encrypted, and no key for it "
+                   "was given")
+
+
 INDEX_BATCH = 8  # packs indexed per transaction
 IN_FLIGHT = 2  # packs being made durable at once by a writer
 SPAN_GAP = 256 * 1024  # records this close in a pack are read together by read_many...
@@ -84,7 +90,8 @@ class ObjectDatabase:
                  pack_size: int = 16 * 1024 * 1024, compression_level: int = 3, *,
                  spool_dir: str, fs: FileSystem = DEFAULT_FS,
                  placement: Placement | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 sealings: Callable[[bytes], Sealing] | None = None) -> None:
         self.volumes = volumes
         # Reads try local disks before remote stores (stable: otherwise the store's order).
         self._read_order = sorted(volumes, key=lambda v: v.backend.remote)
@@ -96,7 +103,9 @@ class ObjectDatabase:
         self.spool_dir = spool_dir
         self.fs = fs
         self.index = index
-        self.ids = ids
+        self.ids = ids  # of unencrypted objects
+        # The sealing of an encrypted keyring, by its id (WrongKey when no key opens it).
+        self._sealings = sealings or _no_keys
         self.pack_size = pack_size
         self.compression_level = compression_level
 
@@ -113,6 +122,13 @@ class ObjectDatabase:
         if location is None:
             raise ObjectMissing(f"object {oid} not found")
         return location
+
+    def sealing(self, keyring: bytes | None) -> Sealing:
+        """How the objects of ``keyring`` (a pack's keyring id; None: unencrypted) are named
+        and sealed."""
+        if keyring is None or keyring == NO_KEYRING:
+            return PLAIN if self.ids is PLAIN_IDS else Sealing(NO_KEYRING, self.ids, None)
+        return self._sealings(keyring)
 
     def _copies(self, pack: Oid) -> list[VolumeRef]:
         """The available volumes holding ``pack``, in the order reads try them."""
@@ -135,7 +151,7 @@ class ObjectDatabase:
                                              location.length)
                 if len(record) != location.length:
                     raise CorruptObject(f"object {oid} in {where}: record truncated")
-                found = unseal(record, oid, self.ids, where)
+                found = unseal(record, oid, self.sealing(location.keyring), where)
             except (CorruptObject, UnsupportedFormat, NotFound, VolumeError) as exc:
                 failures.append(exc)
                 failed_on.append(volume.name)
@@ -184,11 +200,12 @@ class ObjectDatabase:
         for number, oid in enumerate(oids):
             location = self.index.lookup(oid)
             if location is not None:
-                located.append((location.pack.raw, location.offset, location.length, number))
+                located.append((location.pack.raw, location.offset, location.length, number,
+                                location.keyring))
         located.sort()
         start = 0
         while start < len(located):
-            pack_raw, first, length, _ = located[start]
+            pack_raw, first, length, _, keyring = located[start]
             end, stop = first + length, start + 1
             while stop < len(located) and located[stop][0] == pack_raw \
                     and located[stop][1] <= end + SPAN_GAP \
@@ -208,7 +225,8 @@ class ObjectDatabase:
                     data = memoryview(volume.backend.load(pack_name(pack), first, end - first))
                 except VstError as exc:
                     data, problem = memoryview(b""), exc
-                for _, offset, size, number in located[start:stop]:
+                sealing = self.sealing(keyring)
+                for _, offset, size, number, _ in located[start:stop]:
                     record = data[offset - first:offset - first + size]
                     try:
                         if problem is not None:
@@ -216,8 +234,14 @@ class ObjectDatabase:
                         if len(record) != size:
                             raise CorruptObject(f"object {oids[number]} in {where}: record "
                                                 "truncated")
-                        if read_header(record, where).plain_size == wanted[number][1]:
-                            found[number] = unseal(record, oids[number], self.ids, where)
+                        read = unseal(record, oids[number], sealing, where,
+                                      max_size=wanted[number][1])
+                        if len(read[1]) == wanted[number][1]:
+                            found[number] = read
+                    except UnexpectedSize:
+                        pass  # not what the caller expects: its get() says what it is
+                    except WrongKey:
+                        raise
                     except VstError as exc:
                         # Another copy may serve it, and this one is named when it does;
                         # if none does, the caller's get() reports it.
@@ -267,12 +291,15 @@ class ObjectDatabase:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def writer(self, placement: Placement | None = None, *,
-               owner: str | None = None) -> ObjectWriter:
+    def writer(self, placement: Placement | None = None, *, owner: str | None = None,
+               sealing: Sealing | None = None) -> ObjectWriter:
         """A writer putting new packs where ``placement`` says (the database's default
         when None), recording them, and the packs it reuses, as ``owner``'s (a
-        collection): what ``vst replicate`` and the under-replicated counts go by."""
-        return ObjectWriter(self, placement or self.placement, owner)
+        collection): what ``vst replicate`` and the under-replicated counts go by. Its
+        objects are named and sealed by ``sealing`` (unencrypted when None), in packs of
+        that keyring only."""
+        return ObjectWriter(self, placement or self.placement, owner,
+                            sealing or self.sealing(None))
 
     def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
         return volume.backend.load(pack_name(pack))
@@ -396,10 +423,12 @@ class ObjectWriter:
     the commit); a full pack is handed to a background thread that syncs it and links it
     into place on the volumes while the next one fills."""
 
-    def __init__(self, odb: ObjectDatabase, placement: Placement, owner: str | None) -> None:
+    def __init__(self, odb: ObjectDatabase, placement: Placement, owner: str | None,
+                 sealing: Sealing) -> None:
         self.odb = odb
         self.placement = placement
         self.owner = owner
+        self.sealing = sealing
         # Packs written with fewer copies than the placement asks, and how many they got;
         # after close, also the reused packs that could not be brought up to it.
         self.short: dict[Oid, int] = {}
@@ -413,7 +442,7 @@ class ObjectWriter:
         # volume (S3) busy while the next pack is built, few enough to bound dirty pages.
         self._slots = threading.BoundedSemaphore(IN_FLIGHT)
         self._lock = threading.Lock()
-        self._unindexed: list[tuple[Oid, int, Sequence[PackEntry], Sequence[str]]] = []
+        self._unindexed: list[tuple[Oid, int, PackIndex, Sequence[str]]] = []
         self._copiers = ThreadPoolExecutor(IN_FLIGHT * max(1, len(placement.volumes)),
                                            thread_name_prefix="vst-pack-copy") \
             if len(placement.volumes) > 1 else None
@@ -459,9 +488,10 @@ class ObjectWriter:
 
     def put(self, kind: ObjectType, content: bytes | memoryview) -> Oid:
         """Store one object (hashing and sealing on this thread); returns its id."""
-        oid = self.odb.ids.compute(kind, content)
+        oid = self.sealing.ids.compute(kind, content)
         if not self.contains(oid):
-            self.add_record(oid, seal(oid, kind, content, self.odb.compression_level))
+            self.add_record(oid, seal(oid, kind, content, self.odb.compression_level,
+                                      self.sealing.cipher))
         return oid
 
     def add_record(self, oid: Oid, record: bytes) -> None:
@@ -472,7 +502,8 @@ class ObjectWriter:
         if self._pack is None:
             fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
             self._spool = (fd, path)
-            self._pack = PackStream(partial(self.odb.fs.write_all, fd))
+            self._pack = PackStream(partial(self.odb.fs.write_all, fd),
+                                    self.sealing.keyring_id)
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
@@ -567,7 +598,7 @@ class ObjectWriter:
                     with self._lock:
                         if len(volumes) < self.placement.copies:
                             self.short[item.pack] = len(volumes)
-                        self._unindexed.append((item.pack, item.size, item.pack_index.entries,
+                        self._unindexed.append((item.pack, item.size, item.pack_index,
                                                 volumes))
                         if len(self._unindexed) >= INDEX_BATCH:
                             batch, self._unindexed = self._unindexed, []

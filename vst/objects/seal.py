@@ -3,35 +3,69 @@
 Layout (all integers big-endian):
 
     32  object id
-    u8  object type         (ObjectType; 0 is reserved for encrypted records, whose real
-                             type travels inside the ciphertext so the store cannot see it)
+    u8  object type         (ObjectType; 0 in encrypted records, whose real type travels
+                             inside the ciphertext so the store cannot see it)
     u8  flags               bit 0: body is zstd-compressed
-                            bit 1: body is AEAD-encrypted (reserved for encrypted keyrings:
-                                   nonce | ciphertext | tag, with the id and type as
-                                   associated data; refused by this version)
-    u64 plaintext length
+                            bit 1: body is encrypted (then the only flag set outside)
+    u64 plaintext length    (0 in encrypted records: the sizes are inside too)
     ... body
 
+An encrypted record's body is the keyring's RecordCipher seal (vst/crypto/records.py:
+salt | AES-256-GCM ciphertext | tag, the object id and keyring id as associated data) of
+
+    u8  object type  |  u8 flags (bit 0: zstd)  |  u64 plaintext length  |  body
+
+so the type, the compression and the exact size are authenticated and hidden; what stays
+visible is the object id (keyed: it reveals nothing about the content) and the record's
+length.
+
 Compression is kept only when it makes the body smaller. Reading a record re-derives the
-object id from the plaintext and compares it with the id asked for: a record is never used
-unverified (invariant 2).
+object id from the plaintext (keyed BLAKE3 in an encrypted keyring) and compares it with the
+id asked for: a record is never used unverified (invariant 2).
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from vst.errors import CorruptObject, UnsupportedFormat
-from vst.objects.ids import IdScheme
+from vst.errors import CorruptObject, UnsupportedFormat, WrongKey
+from vst.objects.ids import PLAIN_IDS, IdScheme
 from vst.objects.oid import Oid
 from vst.objects.types import MAX_OBJECT_SIZE, ObjectType
 
+if TYPE_CHECKING:
+    from vst.crypto.records import RecordCipher
+
 HEADER = struct.Struct(">32sBBQ")
+INNER = struct.Struct(">BBQ")  # an encrypted record's plaintext header
 FLAG_ZSTD = 0x01
 FLAG_ENCRYPTED = 0x02
 _KNOWN_FLAGS = FLAG_ZSTD
+NO_KEYRING = bytes(16)
+
+
+class UnexpectedSize(CorruptObject):
+    """The object is larger than the caller said it would be (refused before it is
+    decompressed)."""
+
+
+class Sealing(NamedTuple):
+    """How one keyring's objects are named and sealed: its id (16 bytes, zeros for the
+    unencrypted), its ids (keyed BLAKE3 when encrypted) and its record cipher (None when
+    unencrypted)."""
+
+    keyring_id: bytes
+    ids: IdScheme
+    cipher: RecordCipher | None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.cipher is not None
+
+
+PLAIN = Sealing(NO_KEYRING, PLAIN_IDS, None)
 
 # Below this, compression is always tried. Above it, a few samples are compressed first and
 # the whole object only if they shrink: incompressible data (media, archives, encrypted
@@ -82,37 +116,52 @@ def _worth_compressing(content: bytes | memoryview, compressor: Any) -> bool:
     return packed < _SAMPLE_MIN_GAIN * _SAMPLE_SIZE * len(samples)
 
 
-def seal(oid: Oid, kind: ObjectType, content: bytes | memoryview, level: int = 3) -> bytes:
-    """Encode one object as a record. ``level`` 0 stores without compression."""
-    flags = 0
-    body: bytes | memoryview = content
+def _compress(content: bytes | memoryview, level: int) -> tuple[bytes | memoryview, int]:
     if level > 0 and content:
         compressor = _compressor(level)
         if _worth_compressing(content, compressor):
             packed = compressor.compress(content)
             if len(packed) < len(content):
-                body, flags = packed, FLAG_ZSTD
-    return HEADER.pack(oid.raw, kind, flags, len(content)) + body
+                return packed, FLAG_ZSTD
+    return content, 0
+
+
+def seal(oid: Oid, kind: ObjectType, content: bytes | memoryview, level: int = 3,
+         cipher: RecordCipher | None = None) -> bytes:
+    """Encode one object as a record, encrypted with ``cipher`` when given. ``level`` 0
+    stores without compression."""
+    body, flags = _compress(content, level)
+    if cipher is None:
+        return HEADER.pack(oid.raw, kind, flags, len(content)) + body
+    inner = INNER.pack(kind, flags, len(content)) + body
+    return HEADER.pack(oid.raw, 0, FLAG_ENCRYPTED, 0) + cipher.seal(oid.raw, inner)
 
 
 class RecordHeader(NamedTuple):
     oid: Oid
-    kind: ObjectType
+    kind: ObjectType | None  # None when encrypted: the type is inside
     flags: int
-    plain_size: int
+    plain_size: int  # 0 when encrypted
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & FLAG_ENCRYPTED)
 
 
 def read_header(record: bytes | memoryview, where: str) -> RecordHeader:
-    """Decode a record's header without touching its body (enough for ``cat-file -t``)."""
+    """Decode a record's header without touching its body: the framing that scrub checks
+    without any key."""
     if len(record) < HEADER.size:
         raise CorruptObject(f"record in {where}: truncated header")
     raw_oid, raw_kind, flags, plain_size = HEADER.unpack_from(record)
     oid = Oid(raw_oid)
-    if flags & ~(_KNOWN_FLAGS | FLAG_ENCRYPTED):
+    if flags == FLAG_ENCRYPTED:
+        if raw_kind != 0 or plain_size != 0:
+            raise CorruptObject(f"object {oid} in {where}: an encrypted record shows a type "
+                                "or size")
+        return RecordHeader(oid, None, flags, 0)
+    if flags & ~_KNOWN_FLAGS:
         raise UnsupportedFormat(f"object {oid} in {where}: unknown record flags {flags:#x}")
-    if flags & FLAG_ENCRYPTED:
-        raise UnsupportedFormat(f"object {oid} in {where}: encrypted records are not "
-                                "supported by this version of vst")
     try:
         kind = ObjectType(raw_kind)
     except ValueError:
@@ -122,22 +171,62 @@ def read_header(record: bytes | memoryview, where: str) -> RecordHeader:
     return RecordHeader(oid, kind, flags, plain_size)
 
 
-def unseal(record: bytes | memoryview, expected: Oid, ids: IdScheme,
-           where: str) -> tuple[ObjectType, bytes]:
-    """Decode and verify one record; ``where`` names the pack and volume in errors."""
+def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdScheme,
+           where: str, *, max_size: int = MAX_OBJECT_SIZE) -> tuple[ObjectType, bytes]:
+    """Decode and verify one record; ``where`` names the pack and volume in errors. An
+    encrypted record needs the sealing of its keyring (WrongKey without one); a plain
+    one is verified with plain ids whatever the sealing. ``max_size`` refuses larger
+    objects before they are decompressed."""
+    if isinstance(sealing, IdScheme):
+        sealing = Sealing(NO_KEYRING, sealing, None)
     header = read_header(record, where)
     if header.oid != expected:
         raise CorruptObject(f"object {expected} in {where}: record holds {header.oid}")
     body = memoryview(record)[HEADER.size:]
-    if header.flags & FLAG_ZSTD:
-        content = _decompress(body, header.plain_size, expected, where)
+    if header.encrypted:
+        kind, flags, plain_size, body = _open(body, expected, sealing, where)
+        ids = sealing.ids
     else:
-        content = bytes(body)
-    if len(content) != header.plain_size:
+        assert header.kind is not None
+        kind, flags, plain_size = header.kind, header.flags, header.plain_size
+        # A plain record in an encrypted keyring's pack is not one of its objects.
+        ids = PLAIN_IDS if not sealing.encrypted else sealing.ids
+    if plain_size > max_size:
+        raise UnexpectedSize(f"object {expected} in {where}: {plain_size} bytes, more than "
+                             f"the {max_size} expected")
+    content = _decompress(body, plain_size, expected, where) if flags & FLAG_ZSTD \
+        else bytes(body)
+    if len(content) != plain_size:
         raise CorruptObject(f"object {expected} in {where}: length mismatch")
-    if ids.compute(header.kind, content) != expected:
+    if ids.compute(kind, content) != expected:
         raise CorruptObject(f"object {expected} in {where}: content does not match its id")
-    return header.kind, content
+    return kind, content
+
+
+def _open(body: memoryview, oid: Oid, sealing: Sealing, where: str
+          ) -> tuple[ObjectType, int, int, memoryview]:
+    if sealing.cipher is None:
+        raise WrongKey(f"object {oid} in {where} is encrypted, and no key for its keyring "
+                       "was given")
+    from vst.crypto.records import AuthenticationFailed
+
+    try:
+        plain = memoryview(sealing.cipher.open(oid.raw, body))
+    except AuthenticationFailed:
+        raise CorruptObject(f"object {oid} in {where}: does not authenticate (tampered, "
+                            "moved, or sealed with another key)") from None
+    if len(plain) < INNER.size:
+        raise CorruptObject(f"object {oid} in {where}: truncated inside")
+    raw_kind, flags, plain_size = INNER.unpack_from(plain)
+    if flags & ~_KNOWN_FLAGS:
+        raise UnsupportedFormat(f"object {oid} in {where}: unknown record flags {flags:#x}")
+    try:
+        kind = ObjectType(raw_kind)
+    except ValueError:
+        raise CorruptObject(f"object {oid} in {where}: unknown type {raw_kind}") from None
+    if plain_size > MAX_OBJECT_SIZE:
+        raise CorruptObject(f"object {oid} in {where}: implausible size {plain_size}")
+    return kind, flags, plain_size, plain[INNER.size:]
 
 
 def _decompress(body: memoryview, plain_size: int, oid: Oid, where: str) -> bytes:

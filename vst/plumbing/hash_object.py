@@ -10,8 +10,8 @@ from typing import BinaryIO
 from vst.errors import UsageError, from_os_error
 from vst.ingest import Ingest, Stored
 from vst.objects.chunking import ChunkParams
-from vst.objects.ids import PLAIN_IDS
 from vst.objects.odb import ObjectWriter
+from vst.objects.seal import PLAIN
 from vst.store import Store
 
 
@@ -32,11 +32,11 @@ def hash_object(store: Store | None, *, paths: Sequence[str] = (), stdin: Binary
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"'{path}' is not a regular file")
     params = store.chunk_params if store else ChunkParams()
-    ids = store.odb.ids if store else PLAIN_IDS
     level = store.compression_level if store else 0
     writer: ObjectWriter | None = store.odb.writer() if write and store else None
     try:
-        with Ingest(params, ids, writer, level) as ingest:
+        with Ingest(params, writer.sealing if writer is not None else PLAIN, writer,
+                    level) as ingest:
             results = [ingest.add_file(os.fsencode(p)) for p in paths]
             if stdin is not None:
                 results.append(ingest.add_stream(stdin))

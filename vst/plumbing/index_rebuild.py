@@ -50,7 +50,7 @@ def index_volume(index: ObjectIndex, volume: VolumeRef, *,
             warn(f"skipping pack: {exc}")
             skipped += 1
             continue
-        index.add_pack(pack, size, entries.entries, [volume.volume_id])
+        index.add_pack(pack, size, entries, [volume.volume_id])
         indexed += 1
         on_pack(size)
     return indexed, skipped

@@ -27,6 +27,7 @@ from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
+from vst.objects.seal import Sealing
 from vst.objects.tree import Tree, entry_mode
 from vst.objects.types import ObjectType
 from vst.store import Store
@@ -53,10 +54,13 @@ class Snapshot:
 
 
 def scan(store: Store, root: str, cache: StatCache | None, *,
-         writer: ObjectWriter | None = None, warn: Warn = lambda _: None,
-         on_bytes: Callable[[int], None] | None = None, processes: bool = True) -> Snapshot:
+         writer: ObjectWriter | None = None, sealing: Sealing | None = None,
+         warn: Warn = lambda _: None, on_bytes: Callable[[int], None] | None = None,
+         processes: bool = True) -> Snapshot:
     """Scan the working copy at ``root``; with a ``writer``, new content goes into it (the
-    caller closes it, which makes it durable: one pack stream for a whole commit)."""
+    caller closes it, which makes it durable: one pack stream for a whole commit). Ids are
+    computed as ``sealing`` names objects (the writer's, else unencrypted): an encrypted
+    collection's are keyed."""
     root_b = os.fsencode(root)
     try:
         root_st = os.stat(root_b)
@@ -73,7 +77,9 @@ def scan(store: Store, root: str, cache: StatCache | None, *,
             on_bytes(amount)
 
     written = writer.bytes_written if writer is not None else 0
-    with Ingest(store.chunk_params, odb.ids, writer, store.compression_level,
+    if sealing is None:
+        sealing = writer.sealing if writer is not None else odb.sealing(None)
+    with Ingest(store.chunk_params, sealing, writer, store.compression_level,
                 on_bytes=counted, processes=processes) as ingest:
         walk = _Walk(ingest, writer, cache.entries if cache else {}, snapshot, warn)
         walk.run(root_b)

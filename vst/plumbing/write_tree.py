@@ -46,7 +46,7 @@ def write_tree(store: Store, directory: str, *, warn: Warn = lambda _: None,
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"'{directory}' is not a directory")
     odb = store.odb
-    with odb.writer() as writer, Ingest(store.chunk_params, odb.ids, writer,
+    with odb.writer() as writer, Ingest(store.chunk_params, writer.sealing, writer,
                                         store.compression_level, on_bytes=on_bytes,
                                         processes=processes) as ingest:
         top = _Dir(st)

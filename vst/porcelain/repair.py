@@ -170,7 +170,7 @@ def _write_verified(store: Store, target: VolumeRef, name: str, pack_hex: str, d
     if wrong:
         return f"{where}: the rewritten copy does not verify: {wrong[0]}"
     pack = Oid.from_hex(pack_hex)
-    store.odb.index.add_packs([(pack, len(data), parse_pack(data, pack_hex).entries,
+    store.odb.index.add_packs([(pack, len(data), parse_pack(data, pack_hex),
                                 [target.volume_id])])
     return None
 

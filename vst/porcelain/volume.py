@@ -28,7 +28,7 @@ from vst.errors import (
 from vst.objects.index import ObjectIndex, PackRow
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid, is_full_hex
-from vst.objects.pack import PackEntry, pack_id, parse_pack, read_index
+from vst.objects.pack import PackIndex, pack_id, parse_pack, read_index
 from vst.porcelain.policy import short_packs
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
@@ -129,7 +129,7 @@ def _copy_packs(store: Store, target: VolumeRef, rows: Iterable[PackRow],
     on_start(sum(row.size for row in wanted))
     sources = [volume for volume in store.volumes() if volume.volume_id != target.volume_id]
     index = store.odb.index
-    done: list[tuple[Oid, int, tuple[PackEntry, ...], list[str]]] = []
+    done: list[tuple[Oid, int, PackIndex, list[str]]] = []
     packs = size = 0
     for row in wanted:
         name = pack_name(row.pack)
@@ -139,12 +139,12 @@ def _copy_packs(store: Store, target: VolumeRef, rows: Iterable[PackRow],
             present = False
         if present:  # a resumed add: its footer and index are enough
             entries = read_index(partial(target.backend.load, name), row.size,
-                                 f"{row.pack} on volume '{target.name}'").entries
+                                 f"{row.pack} on volume '{target.name}'")
         else:
             data = _load_verified(row, [v for v in sources if v.volume_id in row.volumes])
             target.backend.store(name, data, overwrite=False)
             packs, size = packs + 1, size + row.size
-            entries = parse_pack(data, str(row.pack)).entries
+            entries = parse_pack(data, str(row.pack))
         done.append((row.pack, row.size, entries, [target.volume_id]))
         on_bytes(row.size)
         if len(done) >= INDEX_BATCH:
