@@ -6,10 +6,15 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from click.testing import CliRunner
 
 from vst.cli import main
+
+if TYPE_CHECKING:
+    from vst.store import Store
+    from vst.userkeys import UserKeys
 
 
 @dataclass
@@ -41,3 +46,22 @@ def vst_run(*args: str, input: bytes | None = None,
     os.chdir(cwd)
     assert isinstance(code, int), f"main() exited with {code!r}"
     return Ran(code, out, err.decode())
+
+
+def user_keys() -> UserKeys:
+    """The keys of the user the environment describes (XDG_CONFIG_HOME), as the CLI finds
+    them: what tests hand to stores they open themselves."""
+    import platformdirs
+
+    from vst.userkeys import UserKeys
+
+    return UserKeys(os.path.join(platformdirs.user_config_dir("vst"), "keys"))
+
+
+def open_keyed(path: str) -> Store:
+    """``Store.open(path)`` with the user's keys, to read encrypted collections."""
+    from vst.store import Store
+
+    store = Store.open(path)
+    store.keyrings.source = user_keys()
+    return store

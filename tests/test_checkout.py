@@ -169,7 +169,7 @@ def test_a_worker_process_refuses_a_replaced_root(store: Store, tmp_path: Path,
     (tmp_path / "root").mkdir()
     handler = signal.getsignal(signal.SIGINT)
     try:  # what a worker process runs first, run here
-        vst.checkout.files._process_init(store.path, store.odb.index.path, None,
+        vst.checkout.files._process_init(store.path, store.odb.index.path, [],
                                          store.odb.spool_dir, str(tmp_path / "root"), (0, 0))
     finally:
         signal.signal(signal.SIGINT, handler)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vst.plumbing.fsck import fsck
 from vst.store import Store
+from vst.userkeys import UserKeys
 from vst.workdir import WorkingCopy
 
 KILLS = 8
@@ -55,9 +56,10 @@ def _killed_at(argv: list[str], cwd: Path, env: dict[str, str], delay: float) ->
     process.wait()
 
 
-def _check_store(store_path: str) -> str:
+def _check_store(store_path: str, env: dict[str, str]) -> str:
     """fsck passes and the reflog agrees with the head; returns the head."""
     store = Store.open(store_path)
+    store.keyrings.source = UserKeys(os.path.join(env["XDG_CONFIG_HOME"], "vst", "keys"))
     try:
         head = store.read_ref("work")
         assert head is not None
@@ -109,9 +111,9 @@ def test_kill_9_during_commit_and_pull(tmp_path: Path) -> None:
         (first / "big.bin").write_bytes(rng.randbytes(3_000_000))  # work for every round
         for number in range(50):
             (first / "sub" / f"r{kill}-{number}").write_bytes(rng.randbytes(5_000))
-        before = _check_store(store_path)
+        before = _check_store(store_path, env)
         _killed_at([VST, "commit", "-m", f"round {kill}"], first, env, delay)
-        moved = _check_store(store_path) != before
+        moved = _check_store(store_path, env) != before
         outcomes["commit completed" if moved else "commit killed before the ref moved"] += 1
         print(f"round {kill}: killed after {delay:.2f} s, head moved: {moved}")
         _settle(first, env)
@@ -120,7 +122,7 @@ def test_kill_9_during_commit_and_pull(tmp_path: Path) -> None:
         assert _vst(tmp_path, env, "clone", "--rev", "work~1", "work", other.name) \
             .returncode == 0
         _killed_at([VST, "pull"], other, env, delay / 2)
-        _check_store(store_path)
+        _check_store(store_path, env)
         pulled = _vst(other, env, "pull")
         assert pulled.returncode == 0, pulled.stderr
         assert _files(other) == _files(first)

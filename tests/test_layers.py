@@ -25,6 +25,7 @@ RANKS = {
     "vst.store": 4,
     "vst.policy": 4,
     "vst.keyrings": 4,
+    "vst.userkeys": 4,
     "vst.workdir": 4,
     "vst.ingest": 4,
     "vst.checkout": 4,

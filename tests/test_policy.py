@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clirun import Ran, vst_run
+from clirun import Ran, open_keyed, vst_run
 
 from vst.objects.odb import pack_name
 from vst.objects.oid import Oid
@@ -45,7 +45,7 @@ def packs_on(volume: Path) -> set[str]:
 
 
 def open_store(root: Path) -> Store:
-    return Store.open(str(root.parent / "store"))
+    return open_keyed(str(root.parent / "store"))
 
 
 def head(root: Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clirun import Ran, vst_run
+from clirun import Ran, open_keyed, user_keys, vst_run
 from s3server import REGION, S3Server
 from test_cli import assert_one_line_error
 
@@ -71,7 +71,7 @@ def build_store(tmp_path: Path, *volumes: Callable[[Store], object]) -> tuple[Pa
     ok("store", "init", str(store))
     for name in VERSIONS:
         commit_version(store, tmp_path / f"work-{name}", name, 0, history)
-    opened = Store.open(str(store))
+    opened = open_keyed(str(store))
     try:
         for add in volumes:
             add(opened)
@@ -96,7 +96,7 @@ def lose(store: Path) -> dict[str, bytes]:
 
 
 def check_restores(store_path: Path, history: History, tmp_path: Path) -> None:
-    store = Store.open(str(store_path))
+    store = open_keyed(str(store_path))
     try:
         assert store.collection_names() == sorted(history)
         for name, versions in history.items():
@@ -189,7 +189,7 @@ def test_the_function_reports_each_volume(tmp_path: Path, env: Any) -> None:
         '[volume]\nformat = 1\nid = "someone-else"\nstore = "another"\n')
     warnings: list[str] = []
     indexed: list[int] = []
-    result = recover(str(store), str(tmp_path / "disk2"), warn=warnings.append,
+    result = recover(str(store), str(tmp_path / "disk2"), key_source=user_keys(), warn=warnings.append,
                      on_bytes=indexed.append)
     by_name = {v.name: v for v in result.volumes}
     assert by_name["default"].state == RECREATED and by_name["default"].packs == 0
@@ -287,7 +287,8 @@ def test_an_interrupted_recover_leaves_nothing_and_can_be_run_again(
     lose(store)
     store.mkdir()  # an empty directory is a fine target, and stays one
     with pytest.raises(VstError, match="cannot move the recovered store into"):
-        recover(str(store), str(tmp_path / "disk"), fs=FailingRename(store))
+        recover(str(store), str(tmp_path / "disk"), key_source=user_keys(),
+                fs=FailingRename(store))
     assert list(store.iterdir()) == []
     assert not (tmp_path / ".store.vst-recover").exists()
 
@@ -296,7 +297,8 @@ def test_an_interrupted_recover_leaves_nothing_and_can_be_run_again(
     (leftover / "refs").mkdir(parents=True)
     (leftover / "refs" / "half").write_bytes(b"torn")
     warnings: list[str] = []
-    result = recover(str(store), str(tmp_path / "disk"), warn=warnings.append)
+    result = recover(str(store), str(tmp_path / "disk"), key_source=user_keys(),
+                     warn=warnings.append)
     assert any("left by an interrupted recover" in w for w in warnings)
     assert not leftover.exists() and not (store / "refs" / "half").exists()
     assert not result.incomplete
@@ -311,7 +313,7 @@ def test_packs_missing_from_the_source_exit_3_naming_the_collection(
     ok("store", "init", str(store))
     for name in VERSIONS:
         commit_version(store, tmp_path / f"work-{name}", name, 0, history)
-    opened = Store.open(str(store))
+    opened = open_keyed(str(store))
     volume_add(opened, "disk", str(disk))
     opened.close()
     before = set((disk / "packs").rglob("*"))
@@ -334,7 +336,7 @@ def test_packs_missing_from_the_source_exit_3_naming_the_collection(
     assert by_name["photos"]["head"] == history["photos"][-1][0].hex
     # The store is there all the same, and what it has restores.
     assert (store / "config.toml").is_file()
-    check = Store.open(str(store))
+    check = open_keyed(str(store))
     try:
         commit, snapshot = history["docs"][0]
         restore(check, commit, str(tmp_path / "docs-back"), [])

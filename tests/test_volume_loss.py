@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from clirun import Ran, vst_run
+from clirun import Ran, open_keyed, vst_run
 
 from vst.objects.odb import pack_name
 from vst.plumbing.reachable import reachable
-from vst.store import Store
 
 TORTURE = os.environ.get("VST_TORTURE") == "1"
 PER_KIND = 30 if TORTURE else 2
@@ -125,7 +124,7 @@ def restores_correctly(world: World) -> tuple[int, int]:
 
 def on_disk(world: World) -> dict[str, set[str]]:
     """Volume name -> the pack names its directory holds, at their indexed size."""
-    store = Store.open(str(world.store))
+    store = open_keyed(str(world.store))
     try:
         sizes = {pack_name(row.pack): row.size for row in store.odb.index.packs()}
     finally:
@@ -141,7 +140,7 @@ def on_disk(world: World) -> dict[str, set[str]]:
 def under_replicated(world: World, held: dict[str, set[str]]) -> int:
     """Packs a collection reaches with fewer copies on the disks of its policy's volumes
     than the policy asks; counted from the directories, not from the index."""
-    store = Store.open(str(world.store))
+    store = open_keyed(str(world.store))
     short = 0
     try:
         for collection in COLLECTIONS:
@@ -159,7 +158,7 @@ def under_replicated(world: World, held: dict[str, set[str]]) -> int:
 
 def false_claims(world: World, held: dict[str, set[str]]) -> int:
     """Pack copies the index records that the volume's directory does not hold."""
-    store = Store.open(str(world.store))
+    store = open_keyed(str(world.store))
     try:
         ids = {spec.volume_id: spec.name for spec in store.volume_specs()}
         return sum(1 for row in store.odb.index.packs() for volume in row.volumes

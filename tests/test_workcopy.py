@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from clirun import Ran, vst_run
+from clirun import Ran, open_keyed, vst_run
 from test_cli import assert_one_line_error
 
 from vst import workdir
@@ -60,7 +60,7 @@ def porcelain(root: Path) -> list[str]:
 
 
 def the_store(env: dict[str, str]) -> Store:
-    return Store.open(os.path.join(env["XDG_DATA_HOME"], "vst", "store"))
+    return open_keyed(os.path.join(env["XDG_DATA_HOME"], "vst", "store"))
 
 
 # -- the stat cache ----------------------------------------------------------------------

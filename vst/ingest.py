@@ -224,7 +224,7 @@ class Ingest:
             try:
                 self._process_pool = ProcessPoolExecutor(
                     6 * self._cores, mp_context=context, initializer=_process_init,
-                    initargs=(self.params.min, _portable(self.sealing), self.level, index))
+                    initargs=(self.params.min, self.sealing.portable(), self.level, index))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
         return self._process_pool
@@ -503,21 +503,6 @@ class _ProcessState(NamedTuple):
     known: ObjectIndex | None
 
 
-def _portable(sealing: Sealing) -> tuple[bytes, bytes | None, bytes | None]:
-    """What a worker process needs to rebuild ``sealing``: the keyring id, the id key and
-    the data key (sent over the fork server's local socket, never written anywhere)."""
-    cipher = sealing.cipher
-    return sealing.keyring_id, sealing.ids.key, cipher.dek if cipher is not None else None
-
-
-def _rebuilt(keyring_id: bytes, id_key: bytes | None, dek: bytes | None) -> Sealing:
-    if dek is None:
-        return Sealing(keyring_id, IdScheme(id_key), None)
-    from vst.crypto.records import RecordCipher
-
-    return Sealing(keyring_id, IdScheme(id_key), RecordCipher(dek, keyring_id))
-
-
 _process_state: _ProcessState | None = None
 
 
@@ -527,7 +512,7 @@ def _process_init(small: int, sealing: tuple[bytes, bytes | None, bytes | None],
     global _process_state
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     index = ObjectIndex(index_path, read_only=True) if index_path else None
-    _process_state = _ProcessState(small, _rebuilt(*sealing), level, index)
+    _process_state = _ProcessState(small, Sealing.rebuilt(sealing), level, index)
 
 
 def _process_batch(paths: list[bytes]) -> list[_Piece]:

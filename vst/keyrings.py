@@ -127,6 +127,10 @@ class Keyrings:
         self._open[keyring.keyring_id] = sealing
         return sealing
 
+    def opened(self) -> list[Sealing]:
+        """The sealings of the keyrings opened so far (to hand to worker processes)."""
+        return list(self._open.values())
+
     def sealing(self, name: str | None) -> Sealing:
         """How the objects of keyring ``name`` are named and sealed (None: unencrypted)."""
         if name is None:

@@ -18,6 +18,7 @@ store can be rebuilt from any one volume (invariant 5).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
@@ -769,6 +770,11 @@ class Store:
             if said.strip():
                 self.warn(f"pre-receive: {said.rstrip()}")
             data = f"{new}\n".encode()
+            if self.collection_keyring(name) is not None:
+                # The store must not learn an encrypted collection's contents: its reflog
+                # keeps ids, times and the kind of move, not messages or who moved it.
+                committer = dataclasses.replace(committer, name="-", email="-")
+                message = message.split(":", 1)[0]
             # The reflog first, then the ref (git's order): a crash in between leaves a log
             # line for a move that did not happen, never a move with no log line. A ref
             # write that fails takes its log line back out.

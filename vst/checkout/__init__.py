@@ -299,7 +299,8 @@ class Checkout:
                 self._processes = ProcessPoolExecutor(
                     PROCESSES_PER_CORE * self._cores, mp_context=context,
                     initializer=_process_init,
-                    initargs=(self.store.path, self.odb.index.path, self.odb.ids.key,
+                    initargs=(self.store.path, self.odb.index.path,
+                              [s.portable() for s in self.store.keyrings.opened()],
                               self.odb.spool_dir, self.root, (st.st_dev, st.st_ino)))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do

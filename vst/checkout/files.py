@@ -22,11 +22,20 @@ from vst.checkout.paths import (
     _unlink_quietly,
     _Walker,
 )
-from vst.errors import CorruptObject, Interrupted, NotFound, Refused, VstError, from_os_error
-from vst.objects.ids import IdScheme
+from vst.errors import (
+    CorruptObject,
+    Interrupted,
+    NotFound,
+    Refused,
+    VstError,
+    WrongKey,
+    from_os_error,
+)
+from vst.objects.ids import PLAIN_IDS
 from vst.objects.index import ObjectIndex
 from vst.objects.odb import ObjectDatabase, VolumeRef
 from vst.objects.oid import Oid
+from vst.objects.seal import Sealing
 from vst.objects.tree import TreeEntry
 from vst.objects.types import ObjectType
 from vst.store import Store
@@ -242,14 +251,24 @@ def _set_xattrs(fd: int, entry: TreeEntry, notes: dict[str, str]) -> None:
 _process_writer: _Writer | VstError | None = None
 
 
-def _process_init(store: str, index: str, id_key: bytes | None, spool: str, root: str,
-                  identity: tuple[int, int]) -> None:
-    """Runs once in each worker process: its own store handle and root descriptor."""
+def _process_init(store: str, index: str,
+                  sealings: list[tuple[bytes, bytes | None, bytes | None]], spool: str,
+                  root: str, identity: tuple[int, int]) -> None:
+    """Runs once in each worker process: its own store handle and root descriptor, and
+    the keys of the keyrings the parent opened."""
     global _process_writer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
+    opened = {portable[0]: Sealing.rebuilt(portable) for portable in sealings}
+
+    def sealing(keyring: bytes) -> Sealing:
+        if keyring not in opened:
+            raise WrongKey(f"objects of keyring {keyring.hex()} are encrypted, and its key "
+                           "was not opened")
+        return opened[keyring]
+
     try:
         odb = ObjectDatabase(Store.open(store).volumes(), ObjectIndex(index, read_only=True),
-                             IdScheme(id_key), spool_dir=spool)
+                             PLAIN_IDS, spool_dir=spool, sealings=sealing)
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(root_fd)
         if (st.st_dev, st.st_ino) != identity:

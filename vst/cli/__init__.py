@@ -92,9 +92,12 @@ class LazyGroup(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and results.")
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@click.option("--passphrase-file", metavar="FILE",
+              help="Read the passphrase of your key (or a recovery passphrase) from FILE "
+                   "(default: $VST_PASSPHRASE, else asked on the terminal).")
 @click.pass_context
 def cli(ctx: click.Context, directory: str | None, store_url: str | None, quiet: bool,
-        json_output: bool, debug: bool) -> None:
+        json_output: bool, debug: bool, passphrase_file: str | None) -> None:
     """vst: versioned, deduplicated storage for all of your data."""
     from vst.cli.app import App
 
@@ -103,7 +106,8 @@ def cli(ctx: click.Context, directory: str | None, store_url: str | None, quiet:
             os.chdir(directory)
         except OSError as exc:
             raise click.UsageError(f"cannot change to '{directory}': {exc.strerror}") from None
-    ctx.obj = App(store_url=store_url, quiet=quiet, json=json_output, debug=debug)
+    ctx.obj = App(store_url=store_url, quiet=quiet, json=json_output, debug=debug,
+                  passphrase_file=passphrase_file)
 
 
 def _quiet_thread_error(args: threading.ExceptHookArgs) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from vst.objects.oid import Oid
     from vst.plumbing.diff_tree import Change
     from vst.porcelain.hooks import Hooks
+    from vst.userkeys import UserKeys
     from vst.workdir import WorkingCopy
 
 
@@ -28,11 +29,13 @@ class App:
     """The global options, and the store opened once for the command."""
 
     def __init__(self, store_url: str | None, quiet: bool = False, json: bool = False,
-                 debug: bool = False) -> None:
+                 debug: bool = False, passphrase_file: str | None = None) -> None:
         self.store_url = store_url
         self.quiet = quiet
         self.json = json
         self.debug = debug
+        self.passphrase_file = passphrase_file
+        self._keys: UserKeys | None = None
         self._store: Store | None = None
         self._copy: WorkingCopy | Literal[False] | None = False
 
@@ -158,8 +161,55 @@ class App:
     def open_store(self) -> Store:
         if self._store is None:
             self._store = Store.open(self.store_path(), warn=self.warn)
+            self._store.keyrings.source = self.user_keys()
             click.get_current_context().call_on_close(self._store.close)
         return self._store
+
+    def user_keys(self) -> UserKeys:
+        """Your keys: the files in <config dir>/keys, $VST_KEY_FILE, and a passphrase from
+        --passphrase-file, $VST_PASSPHRASE or the terminal, asked only when needed."""
+        if self._keys is None:
+            import platformdirs
+
+            from vst.userkeys import UserKeys
+
+            self._keys = UserKeys(os.path.join(platformdirs.user_config_dir("vst"), "keys"),
+                                  key_file=os.environ.get("VST_KEY_FILE") or None,
+                                  passphrase=self._passphrase)
+        return self._keys
+
+    def _passphrase(self, why: str) -> bytes | None:
+        if self.passphrase_file:
+            try:
+                with open(self.passphrase_file, "rb") as f:
+                    return f.read().rstrip(b"\r\n") or None
+            except OSError as exc:
+                from vst.errors import from_os_error
+
+                raise from_os_error(exc, f"cannot read '{self.passphrase_file}'") from exc
+        given = os.environ.get("VST_PASSPHRASE")
+        if given:
+            return given.encode()
+        if sys.stdin.isatty() and sys.stderr.isatty():
+            import getpass
+
+            try:
+                typed = getpass.getpass(f"{why}: ", stream=sys.stderr)
+            except EOFError:
+                return None
+            return typed.encode() or None
+        return None
+
+    def announce_new_key(self) -> None:
+        """Once, when a command made your first key: where it is and how to keep a way in
+        if this machine is lost."""
+        created = self._keys.created if self._keys is not None else None
+        if created is None or self.quiet:
+            return
+        click.echo(f"vst: created your key {created.fingerprint} in '{created.path}'. "
+                   "Without it your encrypted collections cannot be read: add a recovery "
+                   "passphrase with 'vst key grant --passphrase', or keep a copy with "
+                   "'vst key export --paper'.", err=True)
 
     def maybe_store(self) -> Store | None:
         try:

@@ -16,12 +16,16 @@ def command() -> None:
 
 @command.command("create")
 @click.argument("name")
+@click.option("--no-encrypt", is_flag=True, help="Store it unencrypted (default: encrypted).")
+@click.option("--keyring", metavar="NAME",
+              help="Share the keyring NAME (default: a keyring of its own).")
 @click.pass_obj
-def create(app: App, name: str) -> None:
-    """Create an empty collection NAME."""
+def create(app: App, name: str, no_encrypt: bool, keyring: str | None) -> None:
+    """Create an empty collection NAME, encrypted unless --no-encrypt."""
     from vst.porcelain.collection import collection_create
 
-    collection_create(app.open_store(), name)
+    collection_create(app.open_store(), name, encrypt=not no_encrypt, keyring=keyring)
+    app.announce_new_key()
 
 
 @command.command("list")

@@ -13,9 +13,15 @@ from vst.cli.app import App, store_option
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("-c", "--collection", metavar="NAME",
               help="Name of the new collection (default: the folder's name).")
+@click.option("--no-encrypt", is_flag=True,
+              help="Store this collection unencrypted (default: encrypted, on your machine).")
+@click.option("--keyring", metavar="NAME",
+              help="Share the keyring NAME with its collections (they then deduplicate "
+                   "against each other); default: a keyring of its own.")
 @store_option
 @click.pass_obj
-def command(app: App, directory: str, collection: str | None) -> None:
+def command(app: App, directory: str, collection: str | None, no_encrypt: bool,
+            keyring: str | None) -> None:
     """Make DIR (default: here) the working copy of a new collection.
 
     With no store given (--store, VST_STORE or config core.store), your own store is used,
@@ -33,10 +39,13 @@ def command(app: App, directory: str, collection: str | None) -> None:
             raise
         store = Store.init(path, warn=app.warn)
         app.warn(f"created your store at '{path}'")
+    store.keyrings.source = app.user_keys()
     try:
-        copy = init(store, path, directory, collection)
+        copy = init(store, path, directory, collection, encrypt=not no_encrypt,
+                    keyring=keyring)
     finally:
         store.close()
+    app.announce_new_key()
     if app.json:
         app.emit_json({"type": "working_copy", **copy.describe()})
     elif not app.quiet:

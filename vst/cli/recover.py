@@ -29,7 +29,8 @@ def command(app: App, url: str, endpoint_url: str | None, region: str | None,
 
     progress = app.progress("Indexing")
     try:
-        result = recover(store_path, url, endpoint_url=endpoint_url, region=region,
+        result = recover(store_path, url, key_source=app.user_keys(),
+                         endpoint_url=endpoint_url, region=region,
                          profile=profile, warn=app.warn, on_bytes=progress.add)
     finally:
         progress.close()

@@ -26,7 +26,8 @@ def command(app: App, verbose: bool, packs: tuple[str, ...]) -> int:
                                "objects": len(report.objects), "problems": report.problems})
             elif verbose:
                 for obj in report.objects:
-                    click.echo(f"{obj.oid} {obj.kind} {obj.size} {obj.stored} {obj.offset}")
+                    size = obj.size if obj.size >= 0 else "-"  # encrypted, no key
+                    click.echo(f"{obj.oid} {obj.kind} {size} {obj.stored} {obj.offset}")
             for problem in report.problems:
                 click.echo(f"error: {problem}", err=True)
             failed |= bool(report.problems)

@@ -130,6 +130,14 @@ class ObjectDatabase:
             return PLAIN if self.ids is PLAIN_IDS else Sealing(NO_KEYRING, self.ids, None)
         return self._sealings(keyring)
 
+    def sealing_or_none(self, keyring: bytes | None) -> Sealing | None:
+        """``sealing``, or None when the keyring cannot be opened here (no key): for
+        checks that then look at what needs no key."""
+        try:
+            return self.sealing(keyring)
+        except WrongKey:
+            return None
+
     def _copies(self, pack: Oid) -> list[VolumeRef]:
         """The available volumes holding ``pack``, in the order reads try them."""
         held = set(self.index.pack_volumes(pack))

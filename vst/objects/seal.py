@@ -64,6 +64,22 @@ class Sealing(NamedTuple):
     def encrypted(self) -> bool:
         return self.cipher is not None
 
+    def portable(self) -> tuple[bytes, bytes | None, bytes | None]:
+        """What a worker process needs to rebuild this sealing (``rebuilt``): the keyring
+        id, the id key and the data key. Sent to workers over the fork server's local
+        socket, never written anywhere."""
+        cipher = self.cipher
+        return self.keyring_id, self.ids.key, cipher.dek if cipher is not None else None
+
+    @classmethod
+    def rebuilt(cls, portable: tuple[bytes, bytes | None, bytes | None]) -> Sealing:
+        keyring_id, id_key, dek = portable
+        if dek is None:
+            return PLAIN if id_key is None else cls(keyring_id, IdScheme(id_key), None)
+        from vst.crypto.records import RecordCipher
+
+        return cls(keyring_id, IdScheme(id_key), RecordCipher(dek, keyring_id))
+
 
 PLAIN = Sealing(NO_KEYRING, PLAIN_IDS, None)
 
@@ -201,6 +217,25 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
     if ids.compute(kind, content) != expected:
         raise CorruptObject(f"object {expected} in {where}: content does not match its id")
     return kind, content
+
+
+def verify_record(record: bytes | memoryview, expected: Oid, sealing: Sealing | None,
+                  where: str) -> tuple[ObjectType, int] | None:
+    """Check one record as scrub and fsck do: unsealed and re-hashed against its id when
+    its key is at hand ((type, size) returned); an encrypted record whose keyring is not
+    open (``sealing`` None) has only its framing checked (None returned): what needs no
+    key."""
+    header = read_header(record, where)
+    if header.oid != expected:
+        raise CorruptObject(f"object {expected} in {where}: record holds {header.oid}")
+    if header.encrypted and (sealing is None or not sealing.encrypted):
+        from vst.crypto.records import OVERHEAD
+
+        if len(record) < HEADER.size + OVERHEAD + INNER.size:
+            raise CorruptObject(f"object {expected} in {where}: truncated record")
+        return None
+    kind, content = unseal(record, expected, sealing or PLAIN, where)
+    return kind, len(content)
 
 
 def _open(body: memoryview, oid: Oid, sealing: Sealing, where: str

@@ -23,8 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from vst.objects.oid import Oid
-from vst.objects.tree import Tree, TreeEntry
-from vst.objects.types import ObjectType
+from vst.objects.tree import TreeEntry
 from vst.store import Store
 
 
@@ -106,7 +105,10 @@ def diff_trees(store: Store, old: Oid | None, new: Oid | None,
                 # Same content, so not read: only the mode can differ, and a directory's
                 # mode counts only when the directory is an empty leaf.
                 change = leaf_change(child, o, n) if wanted.matches(child) else None
-                if change is not None and (not o.is_dir or o.oid == _empty_tree(store)):
+                # (Read, not compared with the empty tree's id: that id depends on the
+                # keyring; only a mode change gets here, so this read is rare.)
+                if change is not None and (not o.is_dir
+                                           or not store.odb.read_tree(o.oid).entries):
                     changes.append(change)
                 continue
             old_dir = o.oid if o is not None and o.is_dir else None
@@ -125,11 +127,6 @@ def _children(store: Store, tree: Oid | None) -> dict[bytes, TreeEntry]:
     if tree is None:
         return {}
     return {entry.name: entry for entry in store.odb.read_tree(tree).entries}
-
-
-def _empty_tree(store: Store) -> Oid:
-    oid: Oid = store.odb.ids.compute(ObjectType.TREE, Tree().encode())
-    return oid
 
 
 def flatten_tree(store: Store, tree: Oid) -> Iterator[tuple[bytes, TreeEntry]]:

@@ -103,5 +103,5 @@ def _packs(store: Store, result: FsckResult) -> None:
             except VstError as exc:
                 result.problems.append(f"missing {where}: {exc}")
                 continue
-            report = verify_pack_bytes(data, row.pack, odb.ids, where)
+            report = verify_pack_bytes(data, row.pack, odb.sealing_or_none, where)
             result.problems.extend(report.problems)

@@ -1,20 +1,21 @@
 """``vst verify-pack``: check a pack file, or every copy of a stored pack, byte by byte.
 
-Needs no key for the pack-level checks (name = BLAKE3 of the bytes, header, index, footer);
-records are unsealed and re-hashed with the store's ids.
+Needs no key for the pack-level checks (name = BLAKE3 of the bytes, header, index, footer)
+and the records' framing; records are unsealed and re-hashed against their ids where the
+pack's keyring can be opened (always, for unencrypted packs).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vst.errors import Corrupt, NotFound, VstError
 from vst.fsio import read_file
-from vst.objects.ids import PLAIN_IDS, IdScheme
 from vst.objects.oid import Oid, is_full_hex, is_prefix
-from vst.objects.pack import pack_id, parse_pack
-from vst.objects.seal import unseal
+from vst.objects.pack import NO_KEYRING, pack_id, parse_pack
+from vst.objects.seal import PLAIN, Sealing, verify_record
 from vst.store import Store
 
 
@@ -34,7 +35,16 @@ class PackReport:
     problems: list[str]
 
 
-def verify_pack_bytes(data: bytes, expected: Oid | None, ids: IdScheme, where: str) -> PackReport:
+Sealings = Callable[[bytes | None], Sealing | None]
+
+
+def _plain(keyring: bytes | None) -> Sealing | None:
+    return PLAIN if keyring is None or keyring == NO_KEYRING else None
+
+
+def verify_pack_bytes(data: bytes, expected: Oid | None, sealings: Sealings,
+                      where: str) -> PackReport:
+    """``sealings`` gives the sealing of the pack's keyring, or None (framing only)."""
     problems: list[str] = []
     if expected is not None and pack_id(data) != expected:
         problems.append(f"{where}: content does not match its name")
@@ -44,15 +54,17 @@ def verify_pack_bytes(data: bytes, expected: Oid | None, ids: IdScheme, where: s
         return PackReport(where, [], [*problems, str(exc)])
     objects = []
     view = memoryview(data)
+    sealing = sealings(index.keyring_id)
     for entry in index:
         record = view[entry.offset:entry.offset + entry.length]
         try:
-            kind, content = unseal(record, entry.oid, ids, where)
+            checked = verify_record(record, entry.oid, sealing, where)
         except VstError as exc:
             problems.append(str(exc))
             continue
-        objects.append(PackObject(entry.oid, kind.label, len(content), entry.length,
-                                  entry.offset))
+        kind, size = checked if checked is not None else ("encrypted", -1)
+        objects.append(PackObject(entry.oid, kind if isinstance(kind, str) else kind.label,
+                                  size, entry.length, entry.offset))
     return PackReport(where, objects, problems)
 
 
@@ -61,8 +73,8 @@ def verify_pack(store: Store | None, name: str) -> list[PackReport]:
     if os.path.isfile(name):
         base = os.path.basename(name)
         expected = Oid.from_hex(base) if is_full_hex(base) else None
-        ids = store.odb.ids if store else PLAIN_IDS
-        return [verify_pack_bytes(read_file(name), expected, ids, f"pack file '{name}'")]
+        sealings = store.odb.sealing_or_none if store else _plain
+        return [verify_pack_bytes(read_file(name), expected, sealings, f"pack file '{name}'")]
     if store is None or not is_prefix(name):
         raise NotFound(f"no pack file '{name}'")
     matches = [row for row in store.odb.index.packs() if row.pack.hex.startswith(name)]
@@ -81,5 +93,5 @@ def verify_pack(store: Store | None, name: str) -> list[PackReport]:
         except VstError as exc:
             reports.append(PackReport(where, [], [f"{where}: {exc}"]))
             continue
-        reports.append(verify_pack_bytes(data, row.pack, store.odb.ids, where))
+        reports.append(verify_pack_bytes(data, row.pack, store.odb.sealing_or_none, where))
     return reports

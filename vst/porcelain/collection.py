@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vst.errors import AlreadyExists, UsageError
 from vst.objects.oid import Oid
 from vst.porcelain.clone import tree_size
 from vst.porcelain.policy import under_replicated
-from vst.store import Store
+from vst.store import Store, check_collection_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +22,27 @@ class CollectionInfo:
     under_replicated: int = 0  # packs with fewer copies than the policy asks
 
 
-def collection_create(store: Store, name: str) -> None:
-    store.create_collection(name)
+def collection_create(store: Store, name: str, *, encrypt: bool = True,
+                      keyring: str | None = None) -> str | None:
+    """Create collection ``name``; returns its keyring. Encrypted by default, with a keyring
+    of its own (named after it, wrapped for your keys, made on first use); ``keyring``
+    names an existing one to share, so that the collections deduplicate against each other
+    (you must hold a key to it)."""
+    if not encrypt:
+        if keyring is not None:
+            raise UsageError("--keyring and --no-encrypt contradict each other")
+        store.create_collection(name)
+        return None
+    check_collection_name(name)
+    if store.has_collection(name):
+        raise AlreadyExists(f"collection '{name}' already exists")
+    keyring = keyring or name
+    if store.keyrings.exists(keyring):
+        store.keyrings.unlock(keyring)  # sharing needs a key that opens it
+    else:
+        store.keyrings.create(keyring)
+    store.create_collection(name, keyring=keyring)
+    return keyring
 
 
 def collection_list(store: Store) -> list[CollectionInfo]:

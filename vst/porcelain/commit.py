@@ -68,7 +68,7 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
         # packs, and none of it is durable until the writer closes, before the ref moves.
         with store.writer(copy.collection) as writer:
             snapshot = scan(store, copy.root, cache, writer=None if dry_run else writer,
-                            warn=warn, on_bytes=on_bytes)
+                            sealing=writer.sealing, warn=warn, on_bytes=on_bytes)
             remove_temporaries(copy.root, snapshot)
             changes = working_changes(cache.entries, snapshot.entries)
             counts = Counter(change.status for change in changes)

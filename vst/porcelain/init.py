@@ -6,6 +6,7 @@ import os
 import re
 
 from vst.errors import AlreadyExists, UsageError, from_os_error
+from vst.porcelain.collection import collection_create
 from vst.store import Store, check_collection_name
 from vst.workdir import WorkingCopy
 
@@ -22,9 +23,11 @@ def collection_name_for(folder: str) -> str:
     return name
 
 
-def init(store: Store, store_url: str, root: str, collection: str | None = None) -> WorkingCopy:
-    """Create the collection (named after ``root`` unless given) and make ``root``, created
-    if missing, its working copy. Files already in ``root`` are what the first commit adds."""
+def init(store: Store, store_url: str, root: str, collection: str | None = None, *,
+         encrypt: bool = True, keyring: str | None = None) -> WorkingCopy:
+    """Create the collection (named after ``root`` unless given; encrypted unless not
+    ``encrypt``, see collection_create) and make ``root``, created if missing, its working
+    copy. Files already in ``root`` are what the first commit adds."""
     name = check_collection_name(collection or collection_name_for(root))
     existing = WorkingCopy.find(root) if os.path.isdir(root) else None
     if existing is None and not os.path.isdir(root):
@@ -42,5 +45,5 @@ def init(store: Store, store_url: str, root: str, collection: str | None = None)
         os.makedirs(root, exist_ok=True)
     except OSError as exc:
         raise from_os_error(exc, f"cannot create '{root}'") from exc
-    store.create_collection(name)
+    collection_create(store, name, encrypt=encrypt, keyring=keyring)
     return WorkingCopy.create(root, store_url, name, None)

@@ -81,7 +81,8 @@ def pull(store: Store, copy: WorkingCopy, *, hooks: Hooks, warn: Warn = lambda _
             return result
         started = time.time_ns()
         cache = load_cache(store, copy)
-        snapshot = scan(store, copy.root, cache, warn=warn)
+        snapshot = scan(store, copy.root, cache, sealing=store.sealing(copy.collection),
+                    warn=warn)
         remove_temporaries(copy.root, snapshot)
         theirs_all = cache_from_tree(store, head).entries
         ours = {c.path: c for c in working_changes(cache.entries, snapshot.entries)}

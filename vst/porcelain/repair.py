@@ -127,7 +127,7 @@ def _repair_copy(store: Store, target: VolumeRef, kind: str, pack_hex: str,
     """Rewrite one copy; returns the volumes tried, what went wrong with each, and the
     repair (None when no verified source was found or the new copy did not verify)."""
     name = pack_name(Oid.from_hex(pack_hex))
-    ids = store.odb.ids
+    sealings = store.odb.sealing_or_none
     tried: list[str] = []
     failures: list[str] = []
     for source in sources:
@@ -142,7 +142,7 @@ def _repair_copy(store: Store, target: VolumeRef, kind: str, pack_hex: str,
             failures.append(f"{where}: cannot read: {exc}")
             continue
         # Verify exactly the bytes that would be written, not an earlier read of them.
-        _size, wrong = check_pack(_InMemory(name, data), name, pack_hex, where, ids, None)
+        _size, wrong = check_pack(_InMemory(name, data), name, pack_hex, where, sealings, None)
         if wrong:
             failures.append(wrong[0])
             continue
@@ -166,7 +166,8 @@ def _write_verified(store: Store, target: VolumeRef, name: str, pack_hex: str, d
         target.backend.store(name, data, overwrite=overwrite)
     except VstError as exc:
         return f"{where}: cannot write: {exc}"
-    _size, wrong = check_pack(target.backend, name, pack_hex, where, store.odb.ids, None)
+    _size, wrong = check_pack(target.backend, name, pack_hex, where, store.odb.sealing_or_none,
+                              None)
     if wrong:
         return f"{where}: the rewritten copy does not verify: {wrong[0]}"
     pack = Oid.from_hex(pack_hex)

@@ -7,9 +7,9 @@ stays flat whatever the pack's size (one piece plus the largest record):
 - its BLAKE3 must be its name (invariant 3: this needs no key);
 - its header, footer and index must parse (the checks of ``verify-pack``);
 - each record's framing (header, id, type, flags, length) must hold, and, since this store
-  has no encryption yet, each record is unsealed and re-hashed against its object id. With
-  encrypted keyrings, scrub will check only what needs no key: the pack's name, its index
-  and the records' framing.
+  each record is unsealed and re-hashed against its object id where its keyring can be
+  opened (always for unencrypted packs); without the key only what needs none is checked:
+  the pack's name, its index and the records' framing.
 
 It also reports copies the index says a volume holds that the volume lacks (missing), and
 packs on a volume that the index does not know (unknown: reported, not an error).
@@ -36,10 +36,10 @@ import blake3
 
 from vst.errors import Corrupt, NotFound, UnsupportedFormat, UsageError, VolumeIOError
 from vst.fsio import read_file
-from vst.objects.ids import IdScheme
 from vst.objects.oid import is_full_hex
-from vst.objects.pack import MAGIC, PackEntry, read_index
-from vst.objects.seal import unseal
+from vst.objects.pack import KEYED_MAGIC, MAGIC, NO_KEYRING, PackEntry, read_index
+from vst.objects.seal import Sealing, verify_record
+from vst.plumbing.verify_pack import Sealings
 from vst.remotes.volume import Volume
 from vst.store import Store
 
@@ -137,7 +137,7 @@ def scrub(store: Store, *, volume: str | None = None, subset: tuple[int, int] | 
                 _report(result, spec.name, pack_hex, UNKNOWN,
                         f"{where}: the index records no copy on this volume")
 
-        check = partial(_check_listed, backend, spec.name, listed, odb.ids, counted)
+        check = partial(_check_listed, backend, spec.name, listed, odb.sealing_or_none, counted)
         for pack_hex, (size, messages), resumed in _in_order(check, order, previous):
             if resumed:
                 result.packs_resumed += 1
@@ -217,15 +217,16 @@ def _in_order(check: Callable[[str], Checked], order: list[str],
                     future.cancel()
 
 
-def _check_listed(backend: Volume, volume: str, listed: dict[str, str], ids: IdScheme,
+def _check_listed(backend: Volume, volume: str, listed: dict[str, str], sealings: Sealings,
                   progress: Callable[[int], None], pack_hex: str) -> Checked:
     return check_pack(backend, listed[pack_hex], pack_hex,
-                      f"pack {pack_hex} on volume '{volume}'", ids, progress)
+                      f"pack {pack_hex} on volume '{volume}'", sealings, progress)
 
 
-def check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdScheme,
+def check_pack(backend: Volume, name: str, pack_hex: str, where: str, sealings: Sealings,
                progress: Callable[[int], None] | None) -> tuple[int, list[str]]:
-    """Read one pack copy in pieces; return its size and what is wrong with it."""
+    """Read one pack copy in pieces; return its size and what is wrong with it. Records
+    are unsealed where ``sealings`` opens the pack's keyring, else framed only."""
     try:
         size = backend.size(name)
     except NotFound:
@@ -238,8 +239,13 @@ def check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdSch
         return backend.load(name, offset, length)
 
     entries: list[PackEntry] = []
+    sealing: Sealing | None = None
+    header = MAGIC  # what the pack must start with: its footer says which version
     try:
-        entries = sorted(read_index(load, size, where), key=lambda e: e.offset)
+        index = read_index(load, size, where)
+        entries = sorted(index, key=lambda e: e.offset)
+        sealing = sealings(index.keyring_id)
+        header = MAGIC if index.keyring_id == NO_KEYRING else KEYED_MAGIC
     except (Corrupt, UnsupportedFormat) as exc:
         problems.append(str(exc))
     except (NotFound, VolumeIOError) as exc:
@@ -254,7 +260,7 @@ def check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdSch
                 problems.append(f"{where}: shorter than its listed size")
                 break
             hasher.update(piece)
-            if position == 0 and piece[:len(MAGIC)] != MAGIC[:len(piece)]:
+            if position == 0 and piece[:len(MAGIC)] != header[:len(piece)]:
                 problems.append(f"{where}: not a vst pack (bad magic)")
             with memoryview(piece) as view:
                 while following < len(entries) and \
@@ -268,7 +274,7 @@ def check_pack(backend: Volume, name: str, pack_hex: str, where: str, ids: IdSch
                     record = view[entry.offset - position:entry.offset - position
                                   + entry.length]
                     try:
-                        unseal(record, entry.oid, ids, where)
+                        verify_record(record, entry.oid, sealing, where)
                     except (Corrupt, UnsupportedFormat) as exc:
                         problems.append(str(exc))
                     finally:

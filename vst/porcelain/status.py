@@ -97,7 +97,8 @@ def status(store: Store, copy: WorkingCopy, *, paths: Sequence[bytes] = (),
     files found unchanged after all, when no other command holds the working copy."""
     started = time.time_ns()
     cache = load_cache(store, copy)
-    snapshot = scan(store, copy.root, cache, warn=warn, on_bytes=on_bytes)
+    snapshot = scan(store, copy.root, cache, sealing=store.sealing(copy.collection),
+                    warn=warn, on_bytes=on_bytes)
     changes = working_changes(cache.entries, snapshot.entries, paths)
     if refresh:
         refresh_cache(copy, cache, snapshot, started)
@@ -158,7 +159,8 @@ def working_diff(store: Store, copy: WorkingCopy, against: Oid | None,
     cache = load_cache(store, copy)
     if against != cache.base:
         cache = cache_from_tree(store, against)
-    snapshot = scan(store, copy.root, cache, warn=warn)
+    snapshot = scan(store, copy.root, cache, sealing=store.sealing(copy.collection),
+                    warn=warn)
     changes = working_changes(cache.entries, snapshot.entries, paths)
 
     def load(change: Change) -> bytes:
