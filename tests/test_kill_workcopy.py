@@ -29,7 +29,8 @@ VST = str(Path(sys.executable).parent / "vst")
 
 def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
-            "XDG_CONFIG_HOME": str(tmp_path / "config"), "VST_STORE": "",
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+            "XDG_STATE_HOME": str(tmp_path / "state"), "VST_STORE": "",
             "VST_AUTHOR_NAME": "T", "VST_AUTHOR_EMAIL": "t@example.org",
             "VST_COMMITTER_NAME": "T", "VST_COMMITTER_EMAIL": "t@example.org"}
 

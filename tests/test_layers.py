@@ -26,6 +26,7 @@ RANKS = {
     "vst.policy": 4,
     "vst.keyrings": 4,
     "vst.userkeys": 4,
+    "vst.known": 4,
     "vst.workdir": 4,
     "vst.ingest": 4,
     "vst.checkout": 4,

@@ -51,6 +51,7 @@ from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
 
 if TYPE_CHECKING:
+    from vst.known import KnownState
     from vst.objects.commit import Signature
 
 STORE_FORMAT = 1
@@ -218,6 +219,8 @@ class Store:
 
         # Set ``keyrings.source`` to open encrypted collections (the CLI sets the user's).
         self.keyrings = Keyrings(self._file("keys"), self.store_id, fs, self._mirror)
+        # What this client remembers of the store (vst/known.py); the CLI sets it.
+        self.known: KnownState | None = None
         self._volumes: list[Any] | None = None
         # Volumes found unreachable or not this store's when opened: name -> why.
         self.unavailable: dict[str, str] = {}
@@ -545,10 +548,15 @@ class Store:
 
     def sealing(self, collection: str | None) -> Any:
         """How ``collection``'s objects are named and sealed: its keyring's, opened with
-        the user's keys (WrongKey when none opens it), or unencrypted."""
+        the user's keys (WrongKey when none opens it), or unencrypted. A collection whose
+        encryption changed since this client last used it is refused (``known``)."""
         if collection is None:
             return self.keyrings.sealing(None)
-        return self.keyrings.sealing(self.collection_keyring(collection))
+        keyring = self.collection_keyring(collection)
+        if self.known is not None:
+            self.known.check_keyring(collection,
+                                     self.keyrings.read(keyring).keyring_id if keyring else None)
+        return self.keyrings.sealing(keyring)
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -624,6 +632,8 @@ class Store:
             self._write_config()
 
     def close(self) -> None:
+        if self.known is not None:
+            self.known.save()
         if self._odb is not None:
             self._odb.index.close()
             self._odb = None
@@ -715,7 +725,10 @@ class Store:
         text = raw.decode("ascii", "replace")
         if not text.endswith("\n") or not is_full_hex(text[:-1]):
             raise CorruptRef(f"ref '{name}' is corrupt ({path})")
-        return Oid.from_hex(text[:-1])
+        head = Oid.from_hex(text[:-1])
+        if self.known is not None:
+            self.known.saw_head(name, head, self._descends)
+        return head
 
     @contextmanager
     def _ref_lock(self, name: str, what: str | None = None) -> Iterator[None]:
@@ -792,6 +805,8 @@ class Store:
             # in a volume's meta/ than in refs/.
             self._mirror(f"refs/{name}", data)
             self._mirror(f"logs/{name}", log_before + entry)
+            if self.known is not None:
+                self.known.moved(name, new)
         # Outside the lock: the move is done, and a slow hook must not hold up other writers.
         after = run_hook(hooks_dir, "post-receive", stdin=receive_line, env=hook_env,
                          cwd=self.path, warn=self.warn)

@@ -160,10 +160,24 @@ class App:
 
     def open_store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.store_path(), warn=self.warn)
-            self._store.keyrings.source = self.user_keys()
+            self._store = self.attach(Store.open(self.store_path(), warn=self.warn))
             click.get_current_context().call_on_close(self._store.close)
         return self._store
+
+    def attach(self, store: Store) -> Store:
+        """Give ``store`` your keys and what this client remembers of it (vst/known.py)."""
+        import platformdirs
+        from blake3 import blake3
+
+        from vst.known import KnownState
+
+        store.keyrings.source = self.user_keys()
+        location = os.path.realpath(store.path)
+        name = blake3(location.encode()).hexdigest()[:32]
+        store.known = KnownState(os.path.join(platformdirs.user_state_dir("vst"), "known",
+                                              f"{name}.toml"),
+                                 store.store_id, location, warn=self.warn)
+        return store
 
     def user_keys(self) -> UserKeys:
         """Your keys: the files in <config dir>/keys, $VST_KEY_FILE, and a passphrase from

@@ -39,7 +39,7 @@ def command(app: App, directory: str, collection: str | None, no_encrypt: bool,
             raise
         store = Store.init(path, warn=app.warn)
         app.warn(f"created your store at '{path}'")
-    store.keyrings.source = app.user_keys()
+    app.attach(store)
     try:
         copy = init(store, path, directory, collection, encrypt=not no_encrypt,
                     keyring=keyring)
