@@ -59,9 +59,9 @@ def user_keys() -> UserKeys:
 
 
 def open_keyed(path: str) -> Store:
-    """``Store.open(path)`` with the user's keys, to read encrypted collections."""
+    """``Store.open(path)`` as the CLI opens it: with the user's keys (to read encrypted
+    collections) and what this user's client remembers of the store."""
+    from vst.cli.app import App
     from vst.store import Store
 
-    store = Store.open(path)
-    store.keyrings.source = user_keys()
-    return store
+    return App(None).attach(Store.open(path))

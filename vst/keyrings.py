@@ -36,14 +36,21 @@ class KeySource(Protocol):
         on first use), never asking for a passphrase."""
         ...
 
+    def infos(self) -> list[Any]:
+        """The user's KEKs without their secrets: ``fingerprint``, ``kind``, ``public``,
+        ``label``, ``command`` (vst.userkeys.KeyInfo)."""
+        ...
+
 
 class Keyrings:
     def __init__(self, directory: str, store_id: str, fs: FileSystem,
-                 mirror: Callable[[str, bytes], None]) -> None:
+                 mirror: Callable[[str, bytes], None],
+                 unmirror: Callable[[str], None] = lambda _name: None) -> None:
         self.directory = directory
         self.store_id = store_id
         self.fs = fs
         self._mirror = mirror
+        self._unmirror = unmirror
         self.source: KeySource | None = None
         self._open: dict[bytes, Sealing] = {}  # keyring id -> sealing, once unlocked
         self._by_id: dict[bytes, str] | None = None  # keyring id -> name
@@ -73,6 +80,14 @@ class Keyrings:
         except NotFound:
             raise NotFound(f"no keyring named '{name}'", hint="see 'vst key list'") from None
         return KeyringFile.decode(data, path)
+
+    def remove(self, name: str) -> None:
+        """Delete keys/<name>.toml and its mirrors (a keyring no collection uses)."""
+        path = self._path(name)
+        if os.path.exists(path):
+            self.fs.remove(path)
+        self._unmirror(f"keys/{name}.toml")
+        self._by_id = None
 
     def write(self, file: KeyringFile, *, new: bool = False) -> None:
         """Write ``file`` durably (``new``: refuse an existing one) and to every volume."""
@@ -118,6 +133,11 @@ class Keyrings:
             raise CorruptKey(f"keys/{name}.toml holds keyring '{keyring.name}'")
         self._remember(keyring)
         return keyring
+
+    def remember(self, keyring: Keyring) -> Sealing:
+        """Hold ``keyring`` open in this process (one just made, say) and return its
+        sealing."""
+        return self._remember(keyring)
 
     def _remember(self, keyring: Keyring) -> Sealing:
         from vst.crypto.records import RecordCipher

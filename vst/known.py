@@ -87,6 +87,11 @@ class KnownState:
             entry["keyring"] = now
             self._dirty = True
 
+    def rekeyed(self, collection: str, keyring_id: bytes) -> None:
+        """This client gave the collection a new keyring itself (a rotation)."""
+        self._collection(collection)["keyring"] = keyring_id.hex()
+        self._dirty = True
+
     def forget(self, collection: str) -> bool:
         collections = self._table.get("collections", {})
         if isinstance(collections, dict) and collection in collections:

@@ -218,7 +218,8 @@ class Store:
         from vst.keyrings import Keyrings
 
         # Set ``keyrings.source`` to open encrypted collections (the CLI sets the user's).
-        self.keyrings = Keyrings(self._file("keys"), self.store_id, fs, self._mirror)
+        self.keyrings = Keyrings(self._file("keys"), self.store_id, fs, self._mirror,
+                                 self._unmirror)
         # What this client remembers of the store (vst/known.py); the CLI sets it.
         self.known: KnownState | None = None
         self._volumes: list[Any] | None = None
@@ -519,6 +520,30 @@ class Store:
                 self.backend(spec).store(f"meta/{name}", data)
             except VstError as exc:
                 self.warn(f"cannot mirror {name} to volume '{spec.name}': {exc}")
+
+    def _unmirror(self, name: str) -> None:
+        """Delete a metadata file's copy from every volume's meta/ (best effort, as
+        ``_mirror``)."""
+        for spec in self._volume_specs:
+            if spec.name in self.unavailable:
+                continue
+            try:
+                self.backend(spec).delete(f"meta/{name}")
+            except NotFound:
+                pass
+            except VstError as exc:
+                self.warn(f"cannot remove meta/{name} from volume '{spec.name}': {exc}")
+
+    def set_collection_keyring(self, name: str, keyring: str) -> None:
+        """Point collection ``name`` at keyring ``keyring`` (a rotation's last step)."""
+        self.keyrings.read(keyring)
+        path = self._file("collections", f"{name}.toml")
+        with self._ref_lock(name):
+            table = self._collection_table(name)
+            table["keyring"] = keyring
+            data = _dumps({"collection": table}).encode()
+            self.fs.write_file(path, data)
+            self._mirror(f"collections/{name}.toml", data)
 
     # -- object database ----------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class PackRow(NamedTuple):
     size: int
     objects: int
     volumes: tuple[str, ...]
+    keyring: bytes | None = None  # None: unencrypted
 
 
 class ObjectIndex:
@@ -254,10 +255,29 @@ class ObjectIndex:
 
     def packs(self) -> list[PackRow]:
         rows = self._query(
-            "SELECT p.id, p.size, p.count, group_concat(c.volume) FROM packs p "
+            "SELECT p.id, p.size, p.count, group_concat(c.volume), p.keyring FROM packs p "
             "LEFT JOIN pack_copies c ON c.pack = p.id GROUP BY p.id ORDER BY p.id")
-        return [PackRow(Oid(pack), size, count, tuple(sorted(vols.split(","))) if vols else ())
-                for pack, size, count, vols in rows]
+        return [PackRow(Oid(pack), size, count, tuple(sorted(vols.split(","))) if vols else (),
+                        keyring)
+                for pack, size, count, vols, keyring in rows]
+
+    def relocate(self, packs: Sequence[tuple[Oid, PackIndex]]) -> None:
+        """Point every object of ``packs`` (indexed already) at its copy there, whatever
+        pack held it before: after a rotation has re-sealed them, in one transaction."""
+        self._write([("UPDATE objects SET pack = ?, offset = ?, length = ? WHERE id = ?",
+                      [(pack.raw, e.offset, e.length, e.oid.raw)
+                       for pack, index in packs for e in index.entries])])
+
+    def forget_packs(self, packs: Iterable[Oid]) -> None:
+        """Drop ``packs`` and their copies and owners (no object may point at them)."""
+        raws = [(pack.raw,) for pack in packs]
+        self._write([("DELETE FROM pack_copies WHERE pack = ?", raws),
+                     ("DELETE FROM pack_owners WHERE pack = ?", raws),
+                     ("DELETE FROM packs WHERE id = ?", raws)])
+
+    def objects_in(self, pack: Oid) -> int:
+        return int(self._query("SELECT count(*) FROM objects WHERE pack = ?",
+                               (pack.raw,))[0][0])
 
     def has_pack(self, pack: Oid) -> bool:
         return bool(self._query("SELECT 1 FROM packs WHERE id = ?", (pack.raw,)))

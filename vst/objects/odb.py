@@ -138,7 +138,7 @@ class ObjectDatabase:
         except WrongKey:
             return None
 
-    def _copies(self, pack: Oid) -> list[VolumeRef]:
+    def copies(self, pack: Oid) -> list[VolumeRef]:
         """The available volumes holding ``pack``, in the order reads try them."""
         held = set(self.index.pack_volumes(pack))
         return [v for v in self._read_order if v.volume_id in held]
@@ -150,7 +150,7 @@ class ObjectDatabase:
         location = self.locate(oid)
         failures: list[VstError] = [failed[1]] if failed else []
         failed_on: list[str] = [failed[0].name] if failed else []
-        for volume in self._copies(location.pack):
+        for volume in self.copies(location.pack):
             if failed is not None and volume.volume_id == failed[0].volume_id:
                 continue
             where = f"pack {location.pack} on volume '{volume.name}'"
@@ -367,7 +367,7 @@ class ObjectDatabase:
         verifies, VolumeError when the target does not take it."""
         name = pack_name(pack)
         problems = []
-        for volume in self._copies(pack):
+        for volume in self.copies(pack):
             try:
                 data = volume.backend.load(name)
             except VstError as exc:
@@ -461,6 +461,7 @@ class ObjectWriter:
         self._closed = False
         self.objects_written = 0
         self.bytes_written = 0  # sealed (compressed) bytes of new records
+        self.written: list[tuple[Oid, PackIndex]] = []  # the packs made durable and indexed
 
     def __enter__(self) -> ObjectWriter:
         return self
@@ -608,6 +609,7 @@ class ObjectWriter:
                             self.short[item.pack] = len(volumes)
                         self._unindexed.append((item.pack, item.size, item.pack_index,
                                                 volumes))
+                        self.written.append((item.pack, item.pack_index))
                         if len(self._unindexed) >= INDEX_BATCH:
                             batch, self._unindexed = self._unindexed, []
                     if batch:
