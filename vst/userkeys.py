@@ -147,11 +147,12 @@ class UserKeys:
         return read_info(path)
 
     def import_private(self, raw: bytes, label: str, *,
-                       passphrase: bytes | None = None) -> KeyInfo:
-        from vst.crypto.kek import X25519Kek
+                       passphrase: bytes | None = None, kdf: Any = None) -> KeyInfo:
+        from vst.crypto.kek import DEFAULT_KDF, X25519Kek
 
         path = self._path(label)
-        X25519Kek.from_private(raw, label).save(path, passphrase=passphrase, fs=self.fs)
+        X25519Kek.from_private(raw, label).save(path, passphrase=passphrase,
+                                                kdf=kdf or DEFAULT_KDF, fs=self.fs)
         return read_info(path)
 
     def load(self, info: KeyInfo) -> Any:
@@ -182,7 +183,12 @@ class UserKeys:
 
     def keks_for(self, fingerprints: Sequence[str], passphrase_envelopes: bool) -> list[Any]:
         wanted = set(fingerprints)
-        keks = [self.load(info) for info in self.infos() if info.fingerprint in wanted]
+        matching = [info for info in self.infos() if info.fingerprint in wanted]
+        # A key file that needs no passphrase opens the keyring as well as a sealed one:
+        # use those alone when there are any, so that granting a sealed key to a keyring
+        # does not make every later read ask for its passphrase.
+        ready = [info for info in matching if info.kind == "x25519" and not info.sealed]
+        keks = [self.load(info) for info in ready or matching]
         if passphrase_envelopes and not keks:
             from vst.crypto.kek import PassphraseKek
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "store": ("store", "porcelain", "Create a store; show and set its settings"),
     "collection": ("collection", "porcelain", "Create and list collections"),
     "volume": ("volume", "porcelain", "Add and list volumes"),
+    "key": ("key", "porcelain", "Make, list, export, import, grant and revoke your keys"),
     "policy": ("policy", "porcelain", "Set, list and remove replication policies"),
     "replicate": ("replicate", "porcelain", "Bring every pack to its policy's copies"),
     "config": ("config", "porcelain", "Get and set options (global, store, working copy)"),
