@@ -202,11 +202,15 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
     if header.encrypted:
         kind, flags, plain_size, body = _open(body, expected, sealing, where)
         ids = sealing.ids
+    elif sealing.encrypted:
+        # An encrypted keyring's objects are all sealed: a plain record in its pack was put
+        # there by someone else (even with the right content, which it would then reveal).
+        raise CorruptObject(f"object {expected} in {where}: an unencrypted record among an "
+                            "encrypted keyring's")
     else:
         assert header.kind is not None
         kind, flags, plain_size = header.kind, header.flags, header.plain_size
-        # A plain record in an encrypted keyring's pack is not one of its objects.
-        ids = PLAIN_IDS if not sealing.encrypted else sealing.ids
+        ids = PLAIN_IDS
     if plain_size > max_size:
         raise UnexpectedSize(f"object {expected} in {where}: {plain_size} bytes, more than "
                              f"the {max_size} expected")
