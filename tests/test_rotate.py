@@ -140,3 +140,29 @@ def test_rotation_leaves_no_key_refused(work: Path, tmp_path: Path) -> None:
         assert store.collection_keyring("w") == "w"
     finally:
         store.close()
+
+
+def test_the_cli_rotates_and_revokes_with_rotation(work: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    ran = vst_run("-C", str(work), "key", "rotate", "w")
+    assert ran.code == 0, ran.err
+    assert "rotated keyring 'w' to 'w~2'" in ran.err
+    # This client made the change: it goes on without calling it a swapped keyring.
+    assert vst_run("-C", str(work), "status").code == 0
+    other = UserKeys(str(tmp_path / "other-keys"))
+    info = other.generate("other")
+    ok("-C", str(work), "key", "grant", info.public.hex(), "w")
+    before = packs(store_dir)
+    ran = vst_run("-C", str(work), "key", "revoke", info.fingerprint, "--rotate")
+    assert ran.code == 0, ran.err
+    assert "to 'w~3'" in ran.err
+    assert not packs(store_dir) & before
+    store = open_keyed(str(store_dir))
+    store.keyrings.source = other
+    try:
+        with pytest.raises(WrongKey):
+            store.keyrings.unlock("w~3")
+    finally:
+        store.close()
+    ran = vst_run("-C", str(work), "key", "rotate", "nope")
+    assert ran.code == 17
