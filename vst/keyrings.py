@@ -10,16 +10,20 @@ test's holds keys in memory. An opened keyring's keys live only in this process.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vst.errors import AlreadyExists, CorruptKey, NotFound, UsageError, WrongKey
-from vst.fsio import FileSystem, read_file
+from vst.errors import AlreadyExists, CorruptKey, Locked, NotFound, UsageError, WrongKey
+from vst.fsio import FileSystem, flock_within, read_file
 from vst.objects.ids import IdScheme
 from vst.objects.seal import PLAIN, Sealing
 
 if TYPE_CHECKING:
     from vst.crypto.keyring import Keyring, KeyringFile
+
+
+LOCK_TIMEOUT = 10.0
 
 
 class KeySource(Protocol):
@@ -80,6 +84,21 @@ class Keyrings:
         except NotFound:
             raise NotFound(f"no keyring named '{name}'", hint="see 'vst key list'") from None
         return KeyringFile.decode(data, path)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the keyrings' lock (an flock on keys/.lock, waited for up to 10 s): whoever
+        reads a keyring file to change it does so under it, so that a grant and a revoke
+        running at once cannot undo each other."""
+        if not os.path.isdir(self.directory):
+            self.fs.makedirs(self.directory)
+        fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not flock_within(fd, LOCK_TIMEOUT):
+                raise Locked("the store's keyrings are locked by another process")
+            yield
+        finally:
+            os.close(fd)
 
     def remove(self, name: str) -> None:
         """Delete keys/<name>.toml and its mirrors (a keyring no collection uses)."""

@@ -445,15 +445,41 @@ def key_grant(store: Store, target: Any, collections: Sequence[str] = ()) -> Gra
                            hint=reason)
     added, unchanged = [], []
     for keyring in opened:
-        file = store.keyrings.read(keyring.name)
-        if any(env.kek_fingerprint == fingerprint for env in file.envelopes):
-            unchanged.append(keyring.name)
-            continue
-        file.add(keyring, target)
-        store.keyrings.write(file)
+        with store.keyrings.locked():  # read, change and write as one step
+            file = store.keyrings.read(keyring.name)
+            if any(env.kek_fingerprint == fingerprint for env in file.envelopes):
+                unchanged.append(keyring.name)
+                continue
+            file.add(keyring, target)
+            store.keyrings.write(file)
         added.append(keyring.name)
     return Granted(fingerprint, kind, tuple(added), tuple(unchanged), skipped,
                    {name: tuple(users.get(name, ())) for name in added + unchanged})
+
+
+def _revocable(store: Store, names: Sequence[str], fingerprint: str, label: str | None,
+               held: set[str], force: bool, named: bool) -> list[Any]:
+    """The keyring files holding an envelope for ``fingerprint``, once each has been
+    checked: Refused, before anything is written, for one that would be left with no
+    envelope, or (unless ``force``) with none for a key in ``held``."""
+    files = [store.keyrings.read(n) for n in names]
+    files = [f for f in files if any(e.kek_fingerprint == fingerprint for e in f.envelopes)]
+    shown = f"'{label}' ({fingerprint})" if label else fingerprint
+    if not files:
+        where = ", ".join(f"'{n}'" for n in names) if named else "any keyring"
+        raise NotFound(f"KEK {shown} has no envelope in {where}")
+    for file in files:
+        left = [e for e in file.envelopes if e.kek_fingerprint != fingerprint]
+        if not left:
+            raise Refused(f"revoking KEK {shown} would leave keyring '{file.name}' with no "
+                          "envelope: nothing could ever open it again",
+                          hint="grant another key first ('vst key grant')")
+        if not force and not any(e.kek_fingerprint in held for e in left):
+            raise Refused(f"revoking KEK {shown} would leave keyring '{file.name}' with no "
+                          "envelope for a key you hold",
+                          hint="grant one of your keys first, or add --force if another "
+                               "key or a recovery passphrase is enough")
+    return files
 
 
 def keyrings_of(store: Store, collections: Sequence[str]) -> list[str]:
@@ -513,26 +539,11 @@ def key_revoke(store: Store, keys: UserKeys, name: str, collections: Sequence[st
     fingerprint, label = resolve_kek(store, keys, name)
     held = {info.fingerprint for info in readable_infos(keys)[0]}
     names = keyrings_of(store, collections) if collections else store.keyrings.names()
-    files = [store.keyrings.read(n) for n in names]
-    files = [f for f in files if any(e.kek_fingerprint == fingerprint for e in f.envelopes)]
-    shown = f"'{label}' ({fingerprint})" if label else fingerprint
-    if not files:
-        where = ", ".join(f"'{n}'" for n in names) if collections else "any keyring"
-        raise NotFound(f"KEK {shown} has no envelope in {where}")
-    for file in files:
-        left = [e for e in file.envelopes if e.kek_fingerprint != fingerprint]
-        if not left:
-            raise Refused(f"revoking KEK {shown} would leave keyring '{file.name}' with no "
-                          "envelope: nothing could ever open it again",
-                          hint="grant another key first ('vst key grant')")
-        if not force and not any(e.kek_fingerprint in held for e in left):
-            raise Refused(f"revoking KEK {shown} would leave keyring '{file.name}' with no "
-                          "envelope for a key you hold",
-                          hint="grant one of your keys first, or add --force if another "
-                               "key or a recovery passphrase is enough")
-    for file in files:
-        file.remove(fingerprint)
-        store.keyrings.write(file)
+    with store.keyrings.locked():  # every check and write against the same files
+        files = _revocable(store, names, fingerprint, label, held, force, bool(collections))
+        for file in files:
+            file.remove(fingerprint)
+            store.keyrings.write(file)
     users = _keyring_users(store)
     return Revoked(fingerprint, label, tuple(f.name for f in files),
                    {f.name: tuple(users.get(f.name, ())) for f in files})

@@ -178,6 +178,8 @@ def copy_meta(store: Store, backend: Volume) -> None:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for filename in sorted(filenames):
+                if filename.startswith("."):  # a lock or a temporary file, not metadata
+                    continue
                 path = os.path.join(dirpath, filename)
                 relative = os.path.relpath(path, store.path).replace(os.sep, "/")
                 with open(path, "rb") as f:
