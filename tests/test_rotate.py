@@ -166,3 +166,14 @@ def test_the_cli_rotates_and_revokes_with_rotation(work: Path, tmp_path: Path) -
         store.close()
     ran = vst_run("-C", str(work), "key", "rotate", "nope")
     assert ran.code == 17
+
+
+def test_fsck_and_scrub_without_the_key_check_what_needs_none(work: Path, tmp_path: Path,
+                                                              env: dict[str, str]) -> None:
+    keys = Path(env["XDG_CONFIG_HOME"]) / "vst" / "keys"
+    keys.rename(keys.with_name("keys.away"))
+    store = str(tmp_path / "store")
+    ran = vst_run("--store", store, "fsck", "--full")
+    assert ran.code == 0 and "w not walked: no key you hold opens keyring 'w'" in ran.err
+    ran = vst_run("--store", store, "scrub")
+    assert ran.code == 0 and "no problems" in ran.err

@@ -20,6 +20,8 @@ def command(app: App, full: bool) -> int:
     from vst.plumbing.fsck import fsck
 
     result = fsck(app.open_store(), full=full)
+    for where, why in sorted(result.unchecked.items()):
+        app.warn(f"{where} not walked: {why}")
     for problem in result.problems:
         if app.json:
             app.emit_json({"type": "problem", "message": problem})
@@ -28,7 +30,8 @@ def command(app: App, full: bool) -> int:
     if app.json:
         app.emit_json({"type": "fsck", "objects_checked": result.objects_checked,
                        "packs_checked": result.packs_checked,
-                       "problems": len(result.problems)})
+                       "problems": len(result.problems),
+                       "unchecked": sorted(result.unchecked)})
     elif not app.quiet:
         click.echo(f"checked {result.objects_checked} objects"
                    + (f", {result.packs_checked} pack copies" if full else "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vst.errors import ObjectMissing, VstError
+from vst.errors import ObjectMissing, VstError, WrongKey
 from vst.objects.chunks import ChunkList
 from vst.objects.commit import Commit
 from vst.objects.oid import Oid
@@ -26,6 +26,9 @@ class FsckResult:
     problems: list[str] = field(default_factory=list)
     objects_checked: int = 0
     packs_checked: int = 0
+    # Collections whose history could not be walked: no key you hold opens their keyring
+    # (their packs are still checked, without keys, by --full). Not problems.
+    unchecked: dict[str, str] = field(default_factory=dict)
 
 
 def fsck(store: Store, *, full: bool = False,
@@ -69,6 +72,9 @@ def _connectivity(store: Store, roots: dict[Oid, str], result: FsckResult,
             continue
         try:
             content = odb.get_typed(oid, kind)
+        except WrongKey as exc:
+            result.unchecked.setdefault(referrer.removeprefix("ref "), exc.message)
+            continue
         except ObjectMissing:
             result.problems.append(f"missing {kind.label} {oid} (from {referrer})")
             continue
