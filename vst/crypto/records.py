@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import blake3
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SALT_SIZE = 16
@@ -100,13 +101,22 @@ class RecordCipher:
         """The data key, for handing this cipher to a worker process (never to print)."""
         return self._dek
 
-    def _record_key(self, salt: bytes | memoryview) -> AESGCM:
+    def _key_bytes(self, salt: bytes | memoryview) -> bytes:
         hasher = blake3.blake3(_KEY_CONTEXT, key=self._dek)
         hasher.update(salt)
-        return AESGCM(hasher.digest())
+        return hasher.digest()
+
+    def _record_key(self, salt: bytes | memoryview) -> AESGCM:
+        return AESGCM(self._key_bytes(salt))
 
     def seal(self, oid: bytes, plaintext: bytes | memoryview) -> bytes:
         """``salt | ciphertext | tag`` for ``plaintext`` stored under object id ``oid``."""
+        return b"".join(self.seal_parts(oid, (plaintext,)))
+
+    def seal_parts(self, oid: bytes, parts: Sequence[bytes | memoryview]) -> list[bytes]:
+        """``seal`` of the concatenation of ``parts``, as pieces to join (salt,
+        ciphertexts, tag): a record header and a 4 MiB body are encrypted without first
+        being copied into one buffer, and the caller joins everything once."""
         with self._lock:
             if self._seals >= USAGE_LIMIT:
                 raise UsageLimit(f"keyring {self.keyring_id.hex()} sealed {USAGE_LIMIT} "
@@ -115,7 +125,13 @@ class RecordCipher:
         salt = self._random(SALT_SIZE)
         if len(salt) != SALT_SIZE:
             raise ValueError("the random source returned a short salt")
-        return salt + self._record_key(salt).encrypt(_NONCE, plaintext, self._ad_prefix + oid)
+        encryptor = Cipher(algorithms.AES(self._key_bytes(salt)), modes.GCM(_NONCE)).encryptor()
+        encryptor.authenticate_additional_data(self._ad_prefix + oid)
+        pieces = [salt]
+        pieces += [encryptor.update(part) for part in parts]
+        pieces.append(encryptor.finalize())
+        pieces.append(encryptor.tag)
+        return pieces
 
     def open(self, oid: bytes, body: bytes | memoryview) -> bytes:
         """The plaintext of ``body``; AuthenticationFailed unless it was sealed by this
