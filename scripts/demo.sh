@@ -26,7 +26,7 @@ cp "$scratch/photos/2024/raw.bin" "$scratch/photos/2024/raw-copy.bin"
 ln -s notes/day00.txt "$scratch/photos/latest.txt"
 
 # A store of the demo's own, and an identity: nothing outside the scratch folder is touched.
-export XDG_DATA_HOME="$scratch/data" XDG_CONFIG_HOME="$scratch/config"
+export XDG_DATA_HOME="$scratch/data" XDG_CONFIG_HOME="$scratch/config" XDG_STATE_HOME="$scratch/state"
 export VST_AUTHOR_NAME="Demo User" VST_AUTHOR_EMAIL="demo@example.com"
 export VST_COMMITTER_NAME="Demo User" VST_COMMITTER_EMAIL="demo@example.com"
 cd "$scratch"
