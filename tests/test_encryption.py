@@ -898,7 +898,7 @@ def test_s15_record_salts_unique_across_forked_processes(tmp_path: Path) -> None
             finally:
                 os._exit(code)
         children.append((pid, out))
-    salts = [seal(oid, ObjectType.BLOB, b"x", 0, cipher)[HEADER.size:HEADER.size + 16]
+    salts = [bytes(seal(oid, ObjectType.BLOB, b"x", 0, cipher)[HEADER.size:HEADER.size + 16])
              for _ in range(per_process)]
     for pid, out in children:
         _, status = os.waitpid(pid, 0)

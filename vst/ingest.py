@@ -107,7 +107,7 @@ class _Piece:
     large: bool = False
     skipped: str | None = None
     sealed: bool = False
-    record: bytes | None = None
+    record: bytes | bytearray | None = None
     again: bool = False  # not read: the job had read its fill; submit the path again
     ctime_ns: int = 0
     ino: int = 0
@@ -145,7 +145,7 @@ class Ingest:
         self._opening: deque[tuple[Future[list[_Piece]], list[Done], int]] = deque()
         self._paths: list[tuple[bytes, _PathDone]] = []
         self._batch: list[tuple[_Piece, Done]] = []
-        self._sealing: deque[tuple[Future[list[tuple[Oid, bytes]]], int]] = deque()
+        self._sealing: deque[tuple[Future[list[tuple[Oid, bytes | bytearray]]], int]] = deque()
         self._held = 0  # bytes in jobs, the batch and sealing
         self._large: list[Stored] = []
         self._deferred: deque[tuple[Stored, bytes]] = deque()
@@ -172,7 +172,7 @@ class Ingest:
     def _open_and_hash_many(self, paths: list[bytes]) -> list[_Piece]:
         return open_and_hash_many(paths, self.params.min, self.ids)
 
-    def _seal_many(self, pieces: list[_Piece]) -> list[tuple[Oid, bytes]]:
+    def _seal_many(self, pieces: list[_Piece]) -> list[tuple[Oid, bytes | bytearray]]:
         sealed = []
         for piece in pieces:
             assert piece.oid is not None

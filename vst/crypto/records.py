@@ -55,6 +55,7 @@ USAGE_LIMIT = 2**48
 _KEY_CONTEXT = b"vst record key v1"
 _AD_PREFIX = b"vst-record-v1"
 _NONCE = bytes(12)
+_BLOCK = 16  # the AES block size
 
 
 class AuthenticationFailed(Exception):
@@ -114,9 +115,15 @@ class RecordCipher:
         return b"".join(self.seal_parts(oid, (plaintext,)))
 
     def seal_parts(self, oid: bytes, parts: Sequence[bytes | memoryview]) -> list[bytes]:
-        """``seal`` of the concatenation of ``parts``, as pieces to join (salt,
-        ciphertexts, tag): a record header and a 4 MiB body are encrypted without first
-        being copied into one buffer, and the caller joins everything once."""
+        """``seal`` of the concatenation of ``parts``, as pieces to join."""
+        return [bytes(self.seal_record(b"", oid, parts))]
+
+    def seal_record(self, prefix: bytes, oid: bytes,
+                    parts: Sequence[bytes | memoryview]) -> bytearray:
+        """``prefix`` followed by the ``seal`` of the concatenation of ``parts``, built in
+        one buffer: the parts (a record's inner header and its body) are encrypted straight
+        into it, with no intermediate copy or allocation of the body's size (on a 1 GiB
+        commit those cost more than AES-GCM itself)."""
         with self._lock:
             if self._seals >= USAGE_LIMIT:
                 raise UsageLimit(f"keyring {self.keyring_id.hex()} sealed {USAGE_LIMIT} "
@@ -127,11 +134,40 @@ class RecordCipher:
             raise ValueError("the random source returned a short salt")
         encryptor = Cipher(algorithms.AES(self._key_bytes(salt)), modes.GCM(_NONCE)).encryptor()
         encryptor.authenticate_additional_data(self._ad_prefix + oid)
-        pieces = [salt]
-        pieces += [encryptor.update(part) for part in parts]
-        pieces.append(encryptor.finalize())
-        pieces.append(encryptor.tag)
-        return pieces
+        size = sum(len(part) for part in parts)
+        start = len(prefix) + SALT_SIZE
+        # update_into wants room for one block more than it writes; trimmed below.
+        record = bytearray(start + size + _BLOCK + TAG_SIZE)
+        record[:len(prefix)] = prefix
+        record[len(prefix):start] = salt
+        with memoryview(record) as view:
+            at = start
+            for part in parts:
+                at += encryptor.update_into(part, view[at:])
+            encryptor.finalize()
+        record[at:at + TAG_SIZE] = encryptor.tag
+        del record[at + TAG_SIZE:]
+        return record
+
+    def open_split(self, oid: bytes, body: bytes | memoryview,
+                   head: int) -> tuple[bytes, bytes]:
+        """``open``, as the plaintext's first ``head`` bytes and the rest: a record's inner
+        header and its content, each its own buffer, with no copy of the content to split
+        it off. Nothing is returned unless the whole record authenticates."""
+        if len(body) < OVERHEAD + head:
+            raise AuthenticationFailed(f"record too short ({len(body)} bytes)")
+        view = memoryview(body)
+        decryptor = Cipher(algorithms.AES(self._key_bytes(view[:SALT_SIZE])),
+                           modes.GCM(_NONCE)).decryptor()
+        decryptor.authenticate_additional_data(self._ad_prefix + oid)
+        sealed = view[SALT_SIZE:len(view) - TAG_SIZE]
+        first = decryptor.update(sealed[:head])
+        rest = decryptor.update(sealed[head:])
+        try:
+            decryptor.finalize_with_tag(bytes(view[len(view) - TAG_SIZE:]))
+        except InvalidTag:
+            raise AuthenticationFailed("record does not authenticate") from None
+        return first, rest
 
     def open(self, oid: bytes, body: bytes | memoryview) -> bytes:
         """The plaintext of ``body``; AuthenticationFailed unless it was sealed by this

@@ -503,7 +503,7 @@ class ObjectWriter:
                                       self.sealing.cipher))
         return oid
 
-    def add_record(self, oid: Oid, record: bytes) -> None:
+    def add_record(self, oid: Oid, record: bytes | bytearray) -> None:
         """Append an already sealed record (sealed by a worker thread, for instance)."""
         self._raise_if_failed()
         if oid in self._pending:

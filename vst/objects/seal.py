@@ -143,16 +143,15 @@ def _compress(content: bytes | memoryview, level: int) -> tuple[bytes | memoryvi
 
 
 def seal(oid: Oid, kind: ObjectType, content: bytes | memoryview, level: int = 3,
-         cipher: RecordCipher | None = None) -> bytes:
+         cipher: RecordCipher | None = None) -> bytes | bytearray:
     """Encode one object as a record, encrypted with ``cipher`` when given. ``level`` 0
     stores without compression."""
     body, flags = _compress(content, level)
     if cipher is None:
         return HEADER.pack(oid.raw, kind, flags, len(content)) + body
-    # One copy in all: the pieces the cipher returns are joined with the header once.
-    return b"".join([HEADER.pack(oid.raw, 0, FLAG_ENCRYPTED, 0),
-                     *cipher.seal_parts(oid.raw, (INNER.pack(kind, flags, len(content)),
-                                                  body))])
+    # Built in one buffer: the body is encrypted straight into the record.
+    return cipher.seal_record(HEADER.pack(oid.raw, 0, FLAG_ENCRYPTED, 0), oid.raw,
+                              (INNER.pack(kind, flags, len(content)), body))
 
 
 class RecordHeader(NamedTuple):
@@ -200,9 +199,11 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
     header = read_header(record, where)
     if header.oid != expected:
         raise CorruptObject(f"object {expected} in {where}: record holds {header.oid}")
-    body = memoryview(record)[HEADER.size:]
+    body: bytes | memoryview = memoryview(record)[HEADER.size:]
     if header.encrypted:
-        kind, flags, plain_size, body = _open(body, expected, sealing, where)
+        # The content comes back as its own bytes: bytes() below does not copy it again.
+        kind, flags, plain_size, body = _open(memoryview(record)[HEADER.size:], expected,
+                                              sealing, where)
         ids = sealing.ids
     elif sealing.encrypted:
         # An encrypted keyring's objects are all sealed: a plain record in its pack was put
@@ -245,20 +246,18 @@ def verify_record(record: bytes | memoryview, expected: Oid, sealing: Sealing | 
 
 
 def _open(body: memoryview, oid: Oid, sealing: Sealing, where: str
-          ) -> tuple[ObjectType, int, int, memoryview]:
+          ) -> tuple[ObjectType, int, int, bytes]:
     if sealing.cipher is None:
         raise WrongKey(f"object {oid} in {where} is encrypted, and no key for its keyring "
                        "was given")
     from vst.crypto.records import AuthenticationFailed
 
     try:
-        plain = memoryview(sealing.cipher.open(oid.raw, body))
+        inner, content = sealing.cipher.open_split(oid.raw, body, INNER.size)
     except AuthenticationFailed:
         raise CorruptObject(f"object {oid} in {where}: does not authenticate (tampered, "
                             "moved, or sealed with another key)") from None
-    if len(plain) < INNER.size:
-        raise CorruptObject(f"object {oid} in {where}: truncated inside")
-    raw_kind, flags, plain_size = INNER.unpack_from(plain)
+    raw_kind, flags, plain_size = INNER.unpack_from(inner)
     if flags & ~_KNOWN_FLAGS:
         raise UnsupportedFormat(f"object {oid} in {where}: unknown record flags {flags:#x}")
     try:
@@ -267,10 +266,10 @@ def _open(body: memoryview, oid: Oid, sealing: Sealing, where: str
         raise CorruptObject(f"object {oid} in {where}: unknown type {raw_kind}") from None
     if plain_size > MAX_OBJECT_SIZE:
         raise CorruptObject(f"object {oid} in {where}: implausible size {plain_size}")
-    return kind, flags, plain_size, plain[INNER.size:]
+    return kind, flags, plain_size, content
 
 
-def _decompress(body: memoryview, plain_size: int, oid: Oid, where: str) -> bytes:
+def _decompress(body: bytes | memoryview, plain_size: int, oid: Oid, where: str) -> bytes:
     zstd = _zstandard()
     # A frame that states its own size makes zstandard allocate that much whatever
     # max_output_size says: refuse any stated size but the one the header promised.
