@@ -14,18 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from bench import datasets, tools, workflow
+from bench import datasets, workflow
 
 SCALE = float(os.environ.get("VST_BENCH_SCALE", "0.002"))
 
 
 def expected_rows(installed: list[str]) -> set[tuple[str, str, str, str, str]]:
     """(dataset, step, tool, command, cache) of every row a run with `installed` must make."""
+    vst = [("first", "commit", "cold"), ("unchanged", "status", "cold"),
+           ("unchanged", "status", "warm"), ("unchanged", "commit", "cold"),
+           ("unchanged", "commit", "warm"), ("mutated", "commit", "cold"),
+           ("restore", "clone", "cold"), ("restore", "restore --to", "cold")]
     per_tool = {
-        "vst": [("first", "commit", "cold"), ("unchanged", "status", "cold"),
-                ("unchanged", "status", "warm"), ("unchanged", "commit", "cold"),
-                ("unchanged", "commit", "warm"), ("mutated", "commit", "cold"),
-                ("restore", "clone", "cold"), ("restore", "restore --to", "cold")],
+        "vst": vst, "vst-plain": vst,
         "restic": [("first", "backup", "cold"), ("unchanged", "backup", "cold"),
                    ("unchanged", "backup", "warm"), ("mutated", "backup", "cold"),
                    ("restore", "restore", "cold")],
@@ -42,7 +43,7 @@ def test_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     # A bench root of its own (the tiny data sets take a second to make): what the run
     # leaves behind is then plain to see, and a real run going on at the same time is safe.
     monkeypatch.setenv("VST_BENCH_DIR", str(tmp_path / "bench"))
-    installed = [name for name, kind in tools.BY_NAME.items()
+    installed = [name for name, kind in workflow.TOOLS.items()
                  if kind(tmp_path / "probe").binary()]
     if "vst" not in installed:
         pytest.skip("vst: not installed")
@@ -60,9 +61,22 @@ def test_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     for r in rows:
         if r["tool"] == "vst" and (r["step"] != "unchanged" or r["dataset"] == "tree"):
             assert r["target"] and (r["met"] is not None or "restic" not in installed), r
+        if r["tool"] == "vst-plain":
+            assert not r["target"] and r["met"] is None, r  # the targets are the encrypted's
     if "restic" in installed:
         # Every vst row has a restic row to compare with, at the same step and cache.
         assert len(figures["ratios"]) == sum(r["tool"] == "vst" for r in rows)
+    # Every vst row beside its vst-plain row; the 10% target on first commit and restores.
+    encryption = figures["encryption"]
+    assert len(encryption) == sum(r["tool"] == "vst" for r in rows)
+    for q in encryption:
+        plain, encrypted = (next(r for r in rows if r["tool"] == tool and
+                                 all(r[k] == q[k] for k in ("dataset", "step", "action",
+                                                            "cache")))
+                            for tool in ("vst-plain", "vst"))
+        assert q["speed"] == pytest.approx(plain["wall_s"] / encrypted["wall_s"])
+        assert (q["met"] is not None) == (q["step"] in ("first", "restore")), q
+    assert "vst (encrypted) / vst-plain" in table
     assert figures["datasets"]["tree"]["files"] == max(1, round(datasets.TREE_FILES * SCALE))
     for name in datasets.NAMES:
         assert f"{name}: " in table

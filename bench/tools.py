@@ -254,7 +254,8 @@ class Vst(Tool):
         # Commits need an identity; the user's own config and store stay out of the run. An
         # empty VST_STORE counts as unset, so a working copy's commands use its own store.
         return {"XDG_DATA_HOME": str(self.scratch / "xdg-data"),
-                "XDG_CONFIG_HOME": str(self.scratch / "xdg-config"), "VST_STORE": "",
+                "XDG_CONFIG_HOME": str(self.scratch / "xdg-config"),
+                "XDG_STATE_HOME": str(self.scratch / "xdg-state"), "VST_STORE": "",
                 **{f"VST_{role}_{part}": value for role in ("AUTHOR", "COMMITTER")
                    for part, value in (("NAME", "vst-bench"), ("EMAIL", "vst-bench@localhost"))}}
 

@@ -1,7 +1,7 @@
 """The daily working-copy loop: vst beside restic (borg and git where cheap), one table per
 data set.
 
-    python -m bench.workflow [--scale S] [--tools vst,restic,borg,git]
+    python -m bench.workflow [--scale S] [--tools vst,vst-plain,restic,borg,git]
                              [--datasets big,text,tree] [--json OUT] [--verify]
 
 Each data set becomes a working copy (hard links to the cached data, so nothing vst writes
@@ -11,6 +11,10 @@ lands in the cache) that every tool backs up in turn:
 2. again with nothing changed (also `vst status`, `git status`), cold and warm cache;
 3. after 1% of the data changed (new files renamed over the old: the cache is never written);
 4. restore of the latest version into an empty folder.
+
+"vst" is a default, encrypted collection; "vst-plain" the same loop on an unencrypted one
+(`vst init --no-encrypt`) in a working copy of its own, so the cost of encryption shows as
+the ratio of the two. The peers are compared with the encrypted "vst".
 """
 
 from __future__ import annotations
@@ -44,6 +48,22 @@ DISK_SHARE = 0.9  # ...or, for the one big file, this share of the disk's fsync 
 UNCHANGED_MAX_S = 0.7  # no-change commit and status on the 50,000-file tree
 MUTATED_TIME_RATIO = 0.5  # commit after a 1% change: at most this share of restic's time
 RESTORE_SPEEDUP = 2.0  # clone and restore: this many times restic's throughput
+ENCRYPTED_SHARE = 0.9  # encrypted commit and restore: this share of unencrypted throughput
+
+
+class PlainVst(tools.Vst):
+    """vst with its collection unencrypted: the figures encryption's cost is judged by."""
+
+    name = "vst-plain"
+
+    def init_working_copy(self, folder: Path, collection: str) -> None:
+        self._run("--store", self.repo, "-C", folder, "init", "--no-encrypt", "-c", collection)
+
+
+# The runners this benchmark knows, in the order of the tables' rows.
+TOOLS: dict[str, type[tools.Tool]] = {"vst": tools.Vst, PlainVst.name: PlainVst,
+                                      **{t.name: t for t in tools.PEERS}}
+VSTS = ("vst", PlainVst.name)  # each with its own store, working copy and config folder
 
 
 @dataclass
@@ -76,7 +96,7 @@ class DatasetRun:
     def __init__(self, dataset: Dataset, folder: Path, runners: dict[str, tools.Tool],
                  verify: bool) -> None:
         self.dataset, self.folder, self.verify = dataset, folder, verify
-        self.wc = folder / "wc"
+        self.wc = folder / "wc"  # vst's, and the one the peers back up
         self.tools = runners
         self.rows: list[Row] = []
         self.broken: dict[str, str] = {}  # tool name -> why its remaining steps cannot run
@@ -87,6 +107,10 @@ class DatasetRun:
     def run(self) -> list[Row]:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.files = link_copy(self.dataset.path, self.wc)
+        # A working copy has one store (in its .vst/), so vst-plain gets a second one. The
+        # 1% change is the same in both: it is drawn from seeds, not from the clock.
+        if PlainVst.name in self.tools:
+            link_copy(self.dataset.path, self.copy(PlainVst.name))
         for name, tool in self.tools.items():
             if tool.binary() is None:
                 self.broken[name] = f"{name}: not installed"
@@ -94,6 +118,8 @@ class DatasetRun:
         self.first()
         self.unchanged()
         self.changed = mutate(self.wc, self.dataset)
+        if PlainVst.name in self.tools:
+            mutate(self.copy(PlainVst.name), self.dataset)
         self.mutated()
         self.restore()
         return self.rows
@@ -102,11 +128,8 @@ class DatasetRun:
 
     def first(self) -> None:
         n = self.dataset.nbytes
-        if vst := self.setup("vst", "commit", self.init_vst):
-            assert isinstance(vst, tools.Vst)
-            if not self.measure("first", vst, "commit", lambda: vst.commit(self.wc), n,
-                                check=lambda _: "" if vst.last_id else "printed no commit id"):
-                self.broken["vst"] = "the first commit failed"  # the later steps need it
+        for name in VSTS:
+            self.first_vst(name)
         restic = self.setup("restic", "backup")
         if restic and not self.measure("first", restic, "backup",
                                        lambda: restic.backup(self.wc), n):
@@ -128,56 +151,95 @@ class DatasetRun:
             self.discard(git)
 
     def unchanged(self) -> None:
-        if vst := self.ready("vst"):
-            assert isinstance(vst, tools.Vst)
-            for cache in ("cold", "warm"):
-                self.measure("unchanged", vst, "status", lambda: vst.status(self.wc), 0,
-                             cache=cache, check=self.no_output)
-            for cache in ("cold", "warm"):
-                self.measure("unchanged", vst, "commit", lambda: vst.commit(self.wc), 0,
-                             cache=cache, check=lambda _: f"made commit {vst.last_id[:12]}"
-                             if vst.last_id else "")
+        for vst, wc in self.vsts():
+            self.unchanged_vst(vst, wc)
         if restic := self.ready("restic"):
             for cache in ("cold", "warm"):
                 self.measure("unchanged", restic, "backup", lambda: restic.backup(self.wc), 0,
                              cache=cache)
 
     def mutated(self) -> None:
-        if vst := self.ready("vst"):
-            assert isinstance(vst, tools.Vst)
-            self.measure("mutated", vst, "commit", lambda: vst.commit(self.wc), 0,
-                         check=lambda _: "" if vst.last_id else "made no commit")
+        for vst, wc in self.vsts():
+            self.mutated_vst(vst, wc)
         if restic := self.ready("restic"):
             self.measure("mutated", restic, "backup", lambda: restic.backup(self.wc), 0)
 
     def restore(self) -> None:
         n = self.dataset.nbytes
-        if vst := self.ready("vst"):
-            assert isinstance(vst, tools.Vst)
-            clone, target = self.folder / "restore-vst-clone", self.folder / "restore-vst-to"
-            self.measure("restore", vst, "clone", lambda: vst.clone(COLLECTION, clone), n,
-                         check=lambda _: self.compare(clone, working_copy=True))
-            shutil.rmtree(clone, ignore_errors=True)
-            self.measure("restore", vst, "restore --to",
-                         lambda: vst.restore_collection(COLLECTION, target), n,
-                         check=lambda _: self.compare(target))
-            shutil.rmtree(target, ignore_errors=True)
+        for vst, _ in self.vsts():
+            self.restore_vst(vst)
         if restic := self.ready("restic"):
             target = self.folder / "restore-restic"
             self.measure("restore", restic, "restore", lambda: restic.restore(target), n,
                          check=self.compare)
             shutil.rmtree(target, ignore_errors=True)
 
+    # Each vst runner's part of the steps, on its own working copy.
+
+    def first_vst(self, name: str) -> None:
+        if vst := self.setup(name, "commit", self.init_vst):
+            assert isinstance(vst, tools.Vst)
+            wc = self.copy(name)
+            if not self.measure("first", vst, "commit", lambda: vst.commit(wc),
+                                self.dataset.nbytes,
+                                check=lambda _: "" if vst.last_id else "printed no commit id"):
+                self.broken[name] = "the first commit failed"  # the later steps need it
+
+    def unchanged_vst(self, vst: tools.Vst, wc: Path) -> None:
+        for cache in ("cold", "warm"):
+            self.measure("unchanged", vst, "status", lambda: vst.status(wc), 0,
+                         cache=cache, check=self.no_output)
+        for cache in ("cold", "warm"):
+            self.measure("unchanged", vst, "commit", lambda: vst.commit(wc), 0,
+                         cache=cache, check=lambda _: f"made commit {vst.last_id[:12]}"
+                         if vst.last_id else "")
+
+    def mutated_vst(self, vst: tools.Vst, wc: Path) -> None:
+        self.measure("mutated", vst, "commit", lambda: vst.commit(wc), 0,
+                     check=lambda _: "" if vst.last_id else "made no commit")
+
+    def restore_vst(self, vst: tools.Vst) -> None:
+        n = self.dataset.nbytes
+        clone = self.folder / f"restore-{vst.name}-clone"
+        target = self.folder / f"restore-{vst.name}-to"
+        self.measure("restore", vst, "clone", lambda: vst.clone(COLLECTION, clone), n,
+                     check=lambda _: self.compare(clone, working_copy=True))
+        shutil.rmtree(clone, ignore_errors=True)
+        self.measure("restore", vst, "restore --to",
+                     lambda: vst.restore_collection(COLLECTION, target), n,
+                     check=lambda _: self.compare(target))
+        shutil.rmtree(target, ignore_errors=True)
+
     # --- helpers ---------------------------------------------------------------------------
 
     def repo(self, tool: tools.Tool) -> Path:
         return self.folder / f"{tool.name}-repo"
 
+    def copy(self, name: str) -> Path:
+        """The working copy that the runner `name` commits."""
+        return self.folder / "wc-plain" if name == PlainVst.name else self.wc
+
+    def vsts(self) -> Iterator[tuple[tools.Vst, Path]]:
+        """Each vst runner still able to go on, with its working copy."""
+        for name in VSTS:
+            if vst := self.ready(name):
+                assert isinstance(vst, tools.Vst)
+                yield vst, self.copy(name)
+
     def init_vst(self, vst: tools.Tool) -> None:
-        """A new store, and the working copy made a working copy of a new collection in it."""
+        """A new store, and the working copy made a working copy of a new collection in it,
+        encrypted or not as the runner says. For "vst" this also makes the user's key, so no
+        timed command pays for making one."""
         assert isinstance(vst, tools.Vst)
         vst.init(self.repo(vst))
-        vst.init_working_copy(self.wc, COLLECTION)
+        vst.init_working_copy(self.copy(vst.name), COLLECTION)
+        config = (self.repo(vst) / "collections" / f"{COLLECTION}.toml").read_text()
+        keys = list((vst.scratch / "xdg-config" / "vst" / "keys").glob("*.toml"))
+        encrypted = "keyring =" in config
+        if encrypted != (vst.name == "vst") or (encrypted and not keys):
+            raise tools.ToolError(f"{vst.name}: init made the collection "
+                                  f"{'encrypted' if encrypted else 'unencrypted'}"
+                                  f"{' without a key file' if encrypted and not keys else ''}")
 
     def ready(self, name: str) -> tools.Tool | None:
         """The runner `name` if it was asked for, is installed and has not failed."""
@@ -391,6 +453,25 @@ def _rate(row: Row) -> float:
     return row.mb_per_s or 0.0
 
 
+def encryption(rows: list[Row]) -> list[dict[str, object]]:
+    """vst (encrypted) beside vst-plain for each vst row that has a vst-plain row of the same
+    step, command and cache. speed = plain time / encrypted time, which for the same bytes is
+    encrypted MB/s / plain MB/s; the target (>= ENCRYPTED_SHARE) is judged where a rate is
+    measured: first commit, clone and restore."""
+    out = []
+    for r in rows:
+        plain = find(rows, r.dataset, r.step, PlainVst.name, r.cache, r.action)
+        if r.tool == "vst" and not r.error and plain is not None:
+            speed = plain.wall_s / r.wall_s
+            judged = bool(r.nbytes)
+            out.append({"dataset": r.dataset, "step": r.step, "action": r.action,
+                        "cache": r.cache, "speed": speed,
+                        "peak_rss": r.peak_rss / plain.peak_rss,
+                        "target": f">= {ENCRYPTED_SHARE:g}" if judged else "",
+                        "met": speed >= ENCRYPTED_SHARE if judged else None})
+    return out
+
+
 def ratios(rows: list[Row]) -> list[dict[str, object]]:
     """vst / restic for each vst row that has a restic row at the same step and cache:
     time < 1 means vst is faster, peak RSS < 1 that it is smaller (the target)."""
@@ -411,7 +492,7 @@ def _verdict(met: bool | None) -> str:
 
 def _order(row: Row) -> tuple[int, int]:
     """Step by step, vst first (rows of one tool and step stay in the order they ran)."""
-    return list(STEPS).index(row.step), list(tools.BY_NAME).index(row.tool)
+    return list(STEPS).index(row.step), list(TOOLS).index(row.tool)
 
 
 def report(summary: dict, rows: list[Row]) -> str:
@@ -419,17 +500,17 @@ def report(summary: dict, rows: list[Row]) -> str:
         f"vst daily-loop benchmark, scale {summary['scale']:g}, "
         + ("cold rows: page cache dropped first; warm rows: right after the cold one"
            if summary["cold_cache"] else "warm cache throughout (could not drop the page cache)"),
-        "tools: " + "; ".join(summary["versions"].values()),
+        "tools: " + "; ".join(dict.fromkeys(summary["versions"].values())),
         f"disk: new {summary['disk_write_bytes'] >> 20} MiB file, write + fsync: "
         f"{summary['disk_write_mb_s']:.1f} MB/s",
     ]
     for name, info in summary["datasets"].items():
         lines += ["", f"{name}: {info['nbytes'] / MB:.1f} MB in {info['files']} files, "
                       f"1% change: {info['changed_bytes'] / MB:.3f} MB",
-                  f"{'step':<18} {'tool':<7} {'command':<13} {'cache':<5} {'wall s':>8} "
+                  f"{'step':<18} {'tool':<9} {'command':<13} {'cache':<5} {'wall s':>8} "
                   f"{'MB/s':>8} {'RSS MiB':>8}  target"]
         for r in sorted((r for r in rows if r.dataset == name), key=_order):
-            head = f"{STEPS[r.step]:<18} {r.tool:<7} {r.action:<13} {r.cache:<5}"
+            head = f"{STEPS[r.step]:<18} {r.tool:<9} {r.action:<13} {r.cache:<5}"
             if r.error:
                 lines.append(f"{head} {r.error}")
                 continue
@@ -444,8 +525,16 @@ def report(summary: dict, rows: list[Row]) -> str:
         lines += [f"{q['dataset']:<6} {STEPS[q['step']]:<18} {q['action']:<13} "
                   f"{q['cache']:<5} time {q['time']:>6.2f}x  peak RSS {q['peak_rss']:>5.2f}x"
                   f"  RSS below restic's: {_verdict(q['rss_met'])}" for q in summary["ratios"]]
+    if summary["encryption"]:
+        lines += ["", "vst (encrypted) / vst-plain (speed = plain time / encrypted time, the "
+                      "MB/s ratio; > 1: encrypted faster):"]
+        lines += [f"{q['dataset']:<6} {STEPS[q['step']]:<18} {q['action']:<13} "
+                  f"{q['cache']:<5} speed {q['speed']:>5.2f}  peak RSS {q['peak_rss']:>5.2f}x"
+                  + (f"  {q['target']}: {_verdict(q['met'])}" if q["target"] else "")
+                  for q in summary["encryption"]]
     judged = [r.met for r in rows if r.met is not None] + \
-        [q["rss_met"] for q in summary["ratios"]]
+        [q["rss_met"] for q in summary["ratios"]] + \
+        [q["met"] for q in summary["encryption"] if q["met"] is not None]
     lines += ["", f"targets met: {sum(map(bool, judged))} of {len(judged)}"]
     return "\n".join(lines)
 
@@ -458,8 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every data set size and file count (e.g. 0.01)")
-    parser.add_argument("--tools", default=",".join(tools.BY_NAME),
-                        type=lambda s: run._names(s, list(tools.BY_NAME)))
+    parser.add_argument("--tools", default=",".join(TOOLS),
+                        type=lambda s: run._names(s, list(TOOLS)))
     parser.add_argument("--datasets", default=",".join(datasets.NAMES),
                         type=lambda s: run._names(s, datasets.NAMES))
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
@@ -476,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = datasets.ensure(name, args.scale)
         # A folder of its own: two runs at once (a test and a real run) do not collide.
         folder = Path(tempfile.mkdtemp(prefix=f"workflow-{name}-", dir=work)).resolve()
-        runners: dict[str, tools.Tool] = {t: tools.BY_NAME[t](folder / f"{t}-scratch")
+        runners: dict[str, tools.Tool] = {t: TOOLS[t](folder / f"{t}-scratch")
                                           for t in args.tools}
         one = DatasetRun(dataset, folder, runners, args.verify)
         try:
@@ -489,10 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     disk_bytes = run.disk_write_bytes(args.scale)
     disk_mb_s = tools.disk_write_rate(work, disk_bytes) / MB
     judge(rows, disk_mb_s)
-    versions = {t: run._version(tools.BY_NAME[t](work / f"{t}-scratch")) for t in args.tools}
+    versions = {t: run._version(TOOLS[t](work / f"{t}-scratch")) for t in args.tools}
     summary = {"scale": args.scale, "cold_cache": cold_cache, "versions": versions,
                "disk_write_bytes": disk_bytes, "disk_write_mb_s": disk_mb_s,
-               "datasets": infos, "ratios": ratios(rows)}
+               "datasets": infos, "ratios": ratios(rows), "encryption": encryption(rows)}
     print(report(summary, rows))
     if args.json:
         out = [{**asdict(r), "mb_per_s": r.mb_per_s} for r in rows]
