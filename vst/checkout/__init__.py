@@ -294,7 +294,9 @@ class Checkout:
             st = os.fstat(self._root_fd)
             context = multiprocessing.get_context("forkserver")
             # Import the worker's modules once in the fork server, not in every worker.
-            context.set_forkserver_preload(["vst.checkout.files"])
+            opened = self.store.keyrings.opened()
+            context.set_forkserver_preload(["vst.checkout.files"]
+                                           + (["vst.crypto.records"] if opened else []))
             try:
                 self._processes = ProcessPoolExecutor(
                     PROCESSES_PER_CORE * self._cores, mp_context=context,
