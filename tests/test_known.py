@@ -93,3 +93,18 @@ def test_the_state_lives_with_the_user_not_the_store(work: Path, env: dict[str, 
     known = Path(os.environ["XDG_STATE_HOME"]) / "vst" / "known"
     files = list(known.glob("*.toml"))
     assert len(files) == 1 and "[collections.w]" in files[0].read_text()
+
+
+def test_a_head_that_cannot_be_read_without_keys_is_not_called_a_rollback(
+        work: Path, env: dict[str, str]) -> None:
+    first = ok(work, "rev-parse", "HEAD").strip()
+    (work / "b.txt").write_text("b\n")
+    ok(work, "commit", "-m", "two")
+    # The client last saw the first commit; the head has moved on since (another machine).
+    for path in (Path(os.environ["XDG_STATE_HOME"]) / "vst" / "known").glob("*.toml"):
+        head = (work.parent / "store" / "refs" / "w").read_text().strip()
+        path.write_text(path.read_text().replace(head, first))
+    keys = Path(env["XDG_CONFIG_HOME"]) / "vst" / "keys"
+    keys.rename(keys.with_name("keys.away"))  # and holds no key to read the history
+    ran = vst(work.parent, "--store", str(work.parent / "store"), "show-ref")
+    assert ran.code == 0 and "rolled back" not in ran.err

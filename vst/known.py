@@ -112,6 +112,8 @@ class KnownState:
         if isinstance(seen, str) and is_full_hex(seen):
             try:
                 newer = descends(head, Oid.from_hex(seen))
+            except WrongKey:
+                return  # no key to read the history with: it cannot be checked here
             except VstError:  # the old head cannot be read: say so rather than guess
                 newer = False
             if not newer:
