@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-deps clean
+.PHONY: all venv services demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-deps clean
 
 all: test
 
@@ -31,7 +31,18 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+# The SSH tests run the system's OpenSSH server (tests/sshserver.py). On a fresh Debian
+# machine it is installed here, which needs root (CI has it); without root or sshd those
+# tests skip, or fail under VST_REQUIRE_SERVICES=1.
+services:
+	@test -x /usr/sbin/sshd || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
+	  else \
+	    echo "note: /usr/sbin/sshd is missing and installing it needs root: the SSH tests will be skipped" >&2; \
+	  fi; }
+
+unit: venv services
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -5,6 +5,10 @@
 - ``env``: a user with no set-up (fresh XDG data and config folders) and a fixed identity.
 - ``s3_server``: a real SeaweedFS S3 server on 127.0.0.1 for the whole session (tests/s3server.py),
   as ``(endpoint_url, access_key, secret_key, bucket)``; a ``service`` test when missing.
+- ``ssh_server``: the system's OpenSSH server on 127.0.0.1 for the whole session
+  (tests/sshserver.py), as an ``SshServer``: ``host``, ``port``, ``user``, ``ssh_config``
+  (``vst_ssh`` is ``ssh -F <ssh_config>`` for ``VST_SSH``) and ``authorize_command(cmd)``, which
+  returns a host alias whose key forces ``cmd``; a ``service`` test when missing.
 - ``require_service(name, available)``: the policy for tests marked ``service`` (sshd,
   SeaweedFS...). They skip when the service is missing, but fail when
   ``VST_REQUIRE_SERVICES=1``, which CI sets so that a missing install step cannot hide.
@@ -19,6 +23,7 @@ from typing import Any, NoReturn
 
 import pytest
 from s3server import S3Server, find_weed, report_failure, start_seaweedfs
+from sshserver import SshServer, find_sshd, start_sshd
 
 from vst.store import Store
 
@@ -124,6 +129,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     except Exception as exc:
         report_failure(base / "weed.log", exc)
         require_service(f"seaweedfs ({exc})", False)
+        raise
+    try:
+        yield running.server
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One sshd for the session (start-up takes well under a second); tests keep apart by
+    folder, and each forced command gets its own key and host alias."""
+    require_service("sshd", find_sshd() is not None)
+    try:
+        running = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except Exception as exc:
+        require_service(f"sshd ({exc})", False)
         raise
     try:
         yield running.server
