@@ -131,7 +131,7 @@ class Keyrings:
         keyring = new_keyring(name)
         file = KeyringFile.new(keyring, self.store_id, keks)
         self.write(file, new=True)
-        self._remember(keyring)
+        self.remember(keyring)
         return file
 
     # -- opening ----------------------------------------------------------------------------
@@ -150,15 +150,12 @@ class Keyrings:
         keyring = file.unlock(keks, store_id=self.store_id)
         if keyring.name != name:
             raise CorruptKey(f"keys/{name}.toml holds keyring '{keyring.name}'")
-        self._remember(keyring)
+        self.remember(keyring)
         return keyring
 
     def remember(self, keyring: Keyring) -> Sealing:
-        """Hold ``keyring`` open in this process (one just made, say) and return its
-        sealing."""
-        return self._remember(keyring)
-
-    def _remember(self, keyring: Keyring) -> Sealing:
+        """Hold ``keyring`` open in this process (one just unlocked or made) and return
+        its sealing."""
         from vst.crypto.records import RecordCipher
 
         sealing = Sealing(keyring.keyring_id, IdScheme(keyring.id_key),
