@@ -108,3 +108,17 @@ def test_a_head_that_cannot_be_read_without_keys_is_not_called_a_rollback(
     keys.rename(keys.with_name("keys.away"))  # and holds no key to read the history
     ran = vst(work.parent, "--store", str(work.parent / "store"), "show-ref")
     assert ran.code == 0 and "rolled back" not in ran.err
+
+
+def test_status_opens_the_keyring_only_when_something_must_be_hashed(
+        work: Path, env: dict[str, str]) -> None:
+    keys = Path(env["XDG_CONFIG_HOME"]) / "vst" / "keys"
+    old = 1_600_000_000  # out of the stat cache's racy window, so it vouches for a.txt
+    os.utime(work / "a.txt", (old, old))
+    ok(work, "status")  # refreshes the stat cache
+    keys.rename(keys.with_name("keys.away"))  # no key at hand, no passphrase to ask
+    ran = vst(work, "status")
+    assert ran.code == 0 and "nothing to commit" in ran.out.decode()
+    (work / "a.txt").write_text("changed\n")
+    ran = vst(work, "status")
+    assert ran.code == 12 and "no key you hold opens keyring 'w'" in ran.err

@@ -29,6 +29,7 @@ import os
 import re
 import signal
 import stat
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -125,13 +126,16 @@ class Ingest:
     ``writer`` None computes ids without storing anything (``hash-object`` without ``-w``).
     """
 
-    def __init__(self, params: ChunkParams, sealing: Sealing, writer: ObjectWriter | None,
-                 compression_level: int = 3, *,
+    def __init__(self, params: ChunkParams, sealing: Sealing | Callable[[], Sealing],
+                 writer: ObjectWriter | None, compression_level: int = 3, *,
                  on_bytes: Callable[[int], None] | None = None,
                  processes: bool = False) -> None:
         self.params = params
-        self.sealing = sealing
-        self.ids = sealing.ids
+        # A callable is asked on first need only: a status that finds nothing to hash never
+        # opens the keyring (no passphrase asked, no cipher loaded).
+        self._given_sealing = sealing
+        self._resolved: Sealing | None = sealing if isinstance(sealing, Sealing) else None
+        self._resolving = threading.Lock()
         self.writer = writer
         self.level = compression_level
         self.chunker = Chunker(params)
@@ -163,6 +167,19 @@ class Ingest:
             self._process_pool.shutdown(wait=True, cancel_futures=True)
         self._io_pool.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def sealing(self) -> Sealing:
+        if self._resolved is None:
+            with self._resolving:  # worker threads may ask at once: open it once
+                if self._resolved is None:
+                    given = self._given_sealing
+                    self._resolved = given if isinstance(given, Sealing) else given()
+        return self._resolved
+
+    @property
+    def ids(self) -> IdScheme:
+        return self.sealing.ids
 
     # -- worker stages ------------------------------------------------------------------------
 

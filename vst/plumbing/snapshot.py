@@ -54,13 +54,15 @@ class Snapshot:
 
 
 def scan(store: Store, root: str, cache: StatCache | None, *,
-         writer: ObjectWriter | None = None, sealing: Sealing | None = None,
+         writer: ObjectWriter | None = None,
+         sealing: Sealing | Callable[[], Sealing] | None = None,
          warn: Warn = lambda _: None, on_bytes: Callable[[int], None] | None = None,
          processes: bool = True) -> Snapshot:
     """Scan the working copy at ``root``; with a ``writer``, new content goes into it (the
     caller closes it, which makes it durable: one pack stream for a whole commit). Ids are
     computed as ``sealing`` names objects (the writer's, else unencrypted): an encrypted
-    collection's are keyed."""
+    collection's are keyed. A callable ``sealing`` is called only if something must be
+    hashed."""
     root_b = os.fsencode(root)
     try:
         root_st = os.stat(root_b)
@@ -110,7 +112,6 @@ class _Walk:
                  known: dict[bytes, CacheEntry], snapshot: Snapshot, warn: Warn) -> None:
         self.ingest = ingest
         self.writer = writer
-        self.ids = ingest.ids
         self.known = known
         self.snapshot = snapshot
         self.entries = snapshot.entries
@@ -218,7 +219,7 @@ class _Walk:
                 mine.append(rel)
                 # The target is stored as a blob, but it is not file content to read: it
                 # goes around the pipeline (and the count of bytes read).
-                oid = self.ids.compute(ObjectType.BLOB, target)
+                oid = self.ingest.ids.compute(ObjectType.BLOB, target)
                 if self.writer is not None:
                     self.writer.put(ObjectType.BLOB, target)
                 self.entries[rel] = CacheEntry(entry_mode(st.st_mode), ObjectType.BLOB, oid,

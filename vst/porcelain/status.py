@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from vst.errors import Locked, NotFound, UsageError
 from vst.objects.oid import Oid
@@ -97,7 +98,7 @@ def status(store: Store, copy: WorkingCopy, *, paths: Sequence[bytes] = (),
     files found unchanged after all, when no other command holds the working copy."""
     started = time.time_ns()
     cache = load_cache(store, copy)
-    snapshot = scan(store, copy.root, cache, sealing=store.sealing(copy.collection),
+    snapshot = scan(store, copy.root, cache, sealing=partial(store.sealing, copy.collection),
                     warn=warn, on_bytes=on_bytes)
     changes = working_changes(cache.entries, snapshot.entries, paths)
     if refresh:
@@ -159,7 +160,7 @@ def working_diff(store: Store, copy: WorkingCopy, against: Oid | None,
     cache = load_cache(store, copy)
     if against != cache.base:
         cache = cache_from_tree(store, against)
-    snapshot = scan(store, copy.root, cache, sealing=store.sealing(copy.collection),
+    snapshot = scan(store, copy.root, cache, sealing=partial(store.sealing, copy.collection),
                     warn=warn)
     changes = working_changes(cache.entries, snapshot.entries, paths)
 
