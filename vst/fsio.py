@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from vst.errors import from_os_error
+from vst.errors import Locked, from_os_error
 
 
 class FileSystem:
@@ -260,6 +262,21 @@ def flock_within(fd: int, timeout: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
+
+
+@contextmanager
+def lock_file(path: str, timeout: float, what: str) -> Iterator[None]:
+    """Hold an exclusive flock() on the file ``path`` (made if missing) for the ``with``
+    block, waiting up to ``timeout`` seconds; Locked ("<what> is locked by another
+    process") if it stays held. flock locks vanish with their process: a crash never
+    leaves a stale lock behind."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        if not flock_within(fd, timeout):
+            raise Locked(f"{what} is locked by another process")
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove_quietly(path: str) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from vst.errors import AlreadyExists, CorruptKey, Locked, NotFound, UsageError, WrongKey
-from vst.fsio import FileSystem, flock_within, read_file
+from vst.errors import AlreadyExists, CorruptKey, NotFound, UsageError, WrongKey
+from vst.fsio import FileSystem, lock_file, read_file
 from vst.objects.ids import IdScheme
 from vst.objects.seal import PLAIN, Sealing
 
@@ -92,13 +92,9 @@ class Keyrings:
         running at once cannot undo each other."""
         if not os.path.isdir(self.directory):
             self.fs.makedirs(self.directory)
-        fd = os.open(os.path.join(self.directory, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if not flock_within(fd, LOCK_TIMEOUT):
-                raise Locked("the store's keyrings are locked by another process")
+        with lock_file(os.path.join(self.directory, ".lock"), LOCK_TIMEOUT,
+                       "the store's keyrings"):
             yield
-        finally:
-            os.close(fd)
 
     def remove(self, name: str) -> None:
         """Delete keys/<name>.toml and its mirrors (a keyring no collection uses)."""

@@ -30,12 +30,17 @@ class Policy(NamedTuple):
     implicit: bool = False  # the built-in default, not written in config.toml
 
 
-def check_policy_name(name: str) -> str:
+def check_name(name: str, what: str) -> str:
+    """``name`` if it is a valid name of a volume or policy (``what``); UsageError else."""
     if not _NAME_RE.match(name) or ".." in name:
-        raise UsageError(f"invalid policy name '{name}'",
+        raise UsageError(f"invalid {what} name '{name}'",
                          hint="use letters, digits, '.', '_' and '-', starting with a letter, "
                               "digit or '_'")
     return name
+
+
+def check_policy_name(name: str) -> str:
+    return check_name(name, "policy")
 
 
 def policy_problem(volumes: tuple[str, ...], copies: int, known: tuple[str, ...]) -> str | None:

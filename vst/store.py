@@ -31,7 +31,6 @@ from vst.errors import (
     AlreadyExists,
     CorruptConfig,
     CorruptRef,
-    Locked,
     NotAStore,
     NotFound,
     RefConflict,
@@ -42,11 +41,18 @@ from vst.errors import (
     VstError,
     WrongVolume,
 )
-from vst.fsio import DEFAULT_FS, FileSystem, flock_within, read_file
+from vst.fsio import DEFAULT_FS, FileSystem, lock_file, read_file
 from vst.objects.chunking import ChunkParams
 from vst.objects.ids import PLAIN_IDS
 from vst.objects.oid import ZERO_OID, Oid, is_full_hex
-from vst.policy import DEFAULT_POLICY, Policy, check_policy_name, parse_policies, policy_problem
+from vst.policy import (
+    DEFAULT_POLICY,
+    Policy,
+    check_name,
+    check_policy_name,
+    parse_policies,
+    policy_problem,
+)
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
 
@@ -73,11 +79,7 @@ def _ignore(_message: str) -> None:
 
 
 def check_volume_name(name: str) -> str:
-    if not _COLLECTION_RE.match(name) or ".." in name:
-        raise UsageError(f"invalid volume name '{name}'",
-                         hint="use letters, digits, '.', '_' and '-', starting with a letter, "
-                              "digit or '_'")
-    return name
+    return check_name(name, "volume")
 
 
 def check_collection_name(name: str) -> str:
@@ -763,13 +765,9 @@ class Store:
         lock_dir = self._file("locks")
         if not os.path.isdir(lock_dir):
             self.fs.makedirs(lock_dir)
-        fd = os.open(os.path.join(lock_dir, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if not flock_within(fd, LOCK_TIMEOUT):
-                raise Locked(f"{what or f'collection {name!r}'} is locked by another process")
+        with lock_file(os.path.join(lock_dir, f"{name}.lock"), LOCK_TIMEOUT,
+                       what or f"collection {name!r}"):
             yield
-        finally:
-            os.close(fd)
 
     def update_ref(self, name: str, new: Oid, expected: Oid | None, *, committer: Signature,
                    message: str, check_old: bool = True) -> Oid | None:

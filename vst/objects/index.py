@@ -107,16 +107,19 @@ class ObjectIndex:
         pack, offset, length, keyring = rows[0]
         return Location(Oid(pack), offset, length, keyring)
 
-    def has_many(self, oids: Iterable[Oid]) -> set[Oid]:
-        wanted = list(oids)
-        found: set[Oid] = set()
+    def _query_in(self, sql: str, keys: Iterable[Oid]) -> list[tuple]:
+        """``sql`` with ``IN ({marks})`` run over ``keys`` in batches (SQLite limits the
+        parameters of one statement); the rows of every batch."""
+        wanted = [key.raw for key in keys]
+        rows: list[tuple] = []
         for start in range(0, len(wanted), _BATCH):
             batch = wanted[start:start + _BATCH]
-            marks = ",".join("?" * len(batch))
-            rows = self._query(f"SELECT id FROM objects WHERE id IN ({marks})",
-                               [o.raw for o in batch])
-            found.update(Oid(row[0]) for row in rows)
-        return found
+            rows += self._query(sql.format(marks=",".join("?" * len(batch))), batch)
+        return rows
+
+    def has_many(self, oids: Iterable[Oid]) -> set[Oid]:
+        return {Oid(row[0]) for row in
+                self._query_in("SELECT id FROM objects WHERE id IN ({marks})", oids)}
 
     def has(self, oid: Oid) -> bool:
         return bool(self._query("SELECT 1 FROM objects WHERE id = ?", (oid.raw,)))
@@ -196,31 +199,19 @@ class ObjectIndex:
 
     def pack_copies(self, packs: Iterable[Oid]) -> dict[Oid, set[str]]:
         """The volumes holding each of ``packs`` (an indexed pack on none maps to {})."""
-        wanted = list(packs)
         held: dict[Oid, set[str]] = {}
-        for start in range(0, len(wanted), _BATCH):
-            batch = wanted[start:start + _BATCH]
-            marks = ",".join("?" * len(batch))
-            rows = self._query(
-                f"SELECT p.id, c.volume FROM packs p LEFT JOIN pack_copies c "
-                f"ON c.pack = p.id WHERE p.id IN ({marks})", [p.raw for p in batch])
-            for pack, volume in rows:
-                copies = held.setdefault(Oid(pack), set())
-                if volume is not None:
-                    copies.add(volume)
+        for pack, volume in self._query_in(
+                "SELECT p.id, c.volume FROM packs p LEFT JOIN pack_copies c "
+                "ON c.pack = p.id WHERE p.id IN ({marks})", packs):
+            copies = held.setdefault(Oid(pack), set())
+            if volume is not None:
+                copies.add(volume)
         return held
 
     def packs_of(self, oids: Iterable[Oid]) -> set[Oid]:
         """The packs holding ``oids`` (those indexed)."""
-        wanted = list(oids)
-        packs: set[Oid] = set()
-        for start in range(0, len(wanted), _BATCH):
-            batch = wanted[start:start + _BATCH]
-            marks = ",".join("?" * len(batch))
-            rows = self._query(f"SELECT DISTINCT pack FROM objects WHERE id IN ({marks})",
-                               [o.raw for o in batch])
-            packs.update(Oid(row[0]) for row in rows)
-        return packs
+        return {Oid(row[0]) for row in self._query_in(
+            "SELECT DISTINCT pack FROM objects WHERE id IN ({marks})", oids)}
 
     def add_owner(self, packs: Iterable[Oid], collection: str) -> None:
         self._write([("INSERT OR IGNORE INTO pack_owners VALUES (?, ?)",

@@ -360,11 +360,10 @@ class ObjectDatabase:
             except OSError:
                 pass
 
-    def copy_pack(self, pack: Oid, target: VolumeRef) -> int:
-        """Copy ``pack`` to ``target`` from a volume holding a copy that verifies (its bytes
-        hash to its name: never spread a damaged copy), check the new copy's size on the
-        target and record it; returns the bytes copied. ObjectMissing when no copy
-        verifies, VolumeError when the target does not take it."""
+    def load_verified(self, pack: Oid) -> bytes:
+        """The bytes of ``pack`` from the first available copy whose bytes hash to its name
+        (never a damaged copy: a source for copies and rewrites); ObjectMissing naming what
+        is wrong with each copy when none does."""
         name = pack_name(pack)
         problems = []
         for volume in self.copies(pack):
@@ -373,19 +372,26 @@ class ObjectDatabase:
             except VstError as exc:
                 problems.append(f"'{volume.name}': {exc.message}")
                 continue
-            if pack_id(data) != pack:
-                problems.append(f"'{volume.name}': its copy does not match its name")
-                continue
-            target.backend.store(name, data)
-            if target.backend.size(name) != len(data):
-                raise VolumeError(f"pack {pack} on volume '{target.name}': the copy written "
-                                  "has the wrong size")
-            self.index.add_copies([(pack, target.volume_id)])
-            return len(data)
+            if pack_id(data) == pack:
+                return data
+            problems.append(f"'{volume.name}': its copy does not match its name")
         raise ObjectMissing(f"pack {pack}: no verified copy to copy from"
                             + (f" ({'; '.join(problems)})" if problems else
                                " (it is on no available volume)"),
                             hint="run 'vst scrub' and 'vst repair'")
+
+    def copy_pack(self, pack: Oid, target: VolumeRef) -> int:
+        """Copy ``pack`` to ``target`` from a copy that verifies (``load_verified``), check
+        the new copy's size on the target and record it; returns the bytes copied.
+        ObjectMissing when no copy verifies, VolumeError when the target does not take it."""
+        name = pack_name(pack)
+        data = self.load_verified(pack)
+        target.backend.store(name, data)
+        if target.backend.size(name) != len(data):
+            raise VolumeError(f"pack {pack} on volume '{target.name}': the copy written "
+                              "has the wrong size")
+        self.index.add_copies([(pack, target.volume_id)])
+        return len(data)
 
     def reconcile(self, packs: Iterable[Oid], placement: Placement) -> dict[Oid, int]:
         """Give each of ``packs`` the placement's number of copies on its policy's

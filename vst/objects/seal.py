@@ -177,6 +177,14 @@ def read_header(record: bytes | memoryview, where: str) -> RecordHeader:
             raise CorruptObject(f"object {oid} in {where}: an encrypted record shows a type "
                                 "or size")
         return RecordHeader(oid, None, flags, 0)
+    return RecordHeader(oid, _checked_kind(oid, raw_kind, flags, plain_size, where), flags,
+                        plain_size)
+
+
+def _checked_kind(oid: Oid, raw_kind: int, flags: int, plain_size: int,
+                  where: str) -> ObjectType:
+    """The type of a record whose header (outer, or inner for an encrypted one) holds
+    these fields, once they are checked."""
     if flags & ~_KNOWN_FLAGS:
         raise UnsupportedFormat(f"object {oid} in {where}: unknown record flags {flags:#x}")
     try:
@@ -185,7 +193,7 @@ def read_header(record: bytes | memoryview, where: str) -> RecordHeader:
         raise CorruptObject(f"object {oid} in {where}: unknown type {raw_kind}") from None
     if plain_size > MAX_OBJECT_SIZE:
         raise CorruptObject(f"object {oid} in {where}: implausible size {plain_size}")
-    return RecordHeader(oid, kind, flags, plain_size)
+    return kind
 
 
 def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdScheme,
@@ -258,15 +266,7 @@ def _open(body: memoryview, oid: Oid, sealing: Sealing, where: str
         raise CorruptObject(f"object {oid} in {where}: does not authenticate (tampered, "
                             "moved, or sealed with another key)") from None
     raw_kind, flags, plain_size = INNER.unpack_from(inner)
-    if flags & ~_KNOWN_FLAGS:
-        raise UnsupportedFormat(f"object {oid} in {where}: unknown record flags {flags:#x}")
-    try:
-        kind = ObjectType(raw_kind)
-    except ValueError:
-        raise CorruptObject(f"object {oid} in {where}: unknown type {raw_kind}") from None
-    if plain_size > MAX_OBJECT_SIZE:
-        raise CorruptObject(f"object {oid} in {where}: implausible size {plain_size}")
-    return kind, flags, plain_size, content
+    return _checked_kind(oid, raw_kind, flags, plain_size, where), flags, plain_size, content
 
 
 def _decompress(body: bytes | memoryview, plain_size: int, oid: Oid, where: str) -> bytes:

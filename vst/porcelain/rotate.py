@@ -31,10 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vst.errors import ObjectMissing, UsageError, VstError
+from vst.errors import UsageError, VstError
 from vst.objects.odb import pack_name
-from vst.objects.oid import Oid
-from vst.objects.pack import pack_id, parse_pack
+from vst.objects.pack import parse_pack
 from vst.objects.seal import seal, unseal
 from vst.store import Store
 
@@ -98,7 +97,7 @@ def rotate_keyring(store: Store, name: str, *, drop: Sequence[str] = (),
     placement = store.placement(users[0] if users else None)
     with odb.writer(placement, owner=users[0] if users else None, sealing=sealing) as writer:
         for row in rows:  # 2
-            data = _verified_pack(store, row.pack)
+            data = odb.load_verified(row.pack)
             index = parse_pack(data, str(row.pack))
             view = memoryview(data)
             for entry in index.entries:
@@ -133,21 +132,6 @@ def rotate_keyring(store: Store, name: str, *, drop: Sequence[str] = (),
         odb.index.forget_packs(row.pack for row in gone)
         store.keyrings.remove(name)
     return result
-
-
-def _verified_pack(store: Store, pack: Oid) -> bytes:
-    problems = []
-    for volume in store.odb.copies(pack):
-        try:
-            data = volume.backend.load(pack_name(pack))
-        except VstError as exc:
-            problems.append(f"'{volume.name}': {exc.message}")
-            continue
-        if pack_id(data) == pack:
-            return data
-        problems.append(f"'{volume.name}': its copy does not match its name")
-    raise ObjectMissing(f"pack {pack}: no copy verifies ({'; '.join(problems) or 'none'})",
-                        hint="run 'vst repair' first; nothing was changed")
 
 
 def _next_name(store: Store, name: str) -> str:

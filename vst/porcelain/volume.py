@@ -28,7 +28,7 @@ from vst.errors import (
 from vst.objects.index import ObjectIndex, PackRow
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid, is_full_hex
-from vst.objects.pack import PackIndex, pack_id, parse_pack, read_index
+from vst.objects.pack import PackIndex, parse_pack, read_index
 from vst.porcelain.policy import short_packs
 from vst.remotes.local import LocalVolume
 from vst.remotes.volume import Volume
@@ -127,8 +127,8 @@ def _copy_packs(store: Store, target: VolumeRef, rows: Iterable[PackRow],
     index. Returns (packs, bytes) copied."""
     wanted = [row for row in rows if target.volume_id not in row.volumes]
     on_start(sum(row.size for row in wanted))
-    sources = [volume for volume in store.volumes() if volume.volume_id != target.volume_id]
-    index = store.odb.index
+    odb = store.odb
+    index = odb.index
     done: list[tuple[Oid, int, PackIndex, list[str]]] = []
     packs = size = 0
     for row in wanted:
@@ -141,7 +141,12 @@ def _copy_packs(store: Store, target: VolumeRef, rows: Iterable[PackRow],
             entries = read_index(partial(target.backend.load, name), row.size,
                                  f"{row.pack} on volume '{target.name}'")
         else:
-            data = _load_verified(row, [v for v in sources if v.volume_id in row.volumes])
+            try:
+                data = odb.load_verified(row.pack)  # the target lacks it: never the source
+            except ObjectMissing as exc:
+                raise ObjectMissing(f"cannot copy {exc.message}",
+                                    hint="run 'vst fsck --full'; the volume was not added"
+                                    ) from None
             target.backend.store(name, data, overwrite=False)
             packs, size = packs + 1, size + row.size
             entries = parse_pack(data, str(row.pack))
@@ -153,22 +158,6 @@ def _copy_packs(store: Store, target: VolumeRef, rows: Iterable[PackRow],
     if done:
         index.add_packs(done)
     return packs, size
-
-
-def _load_verified(row: PackRow, copies: list[VolumeRef]) -> bytes:
-    failures = []
-    for volume in copies:
-        try:
-            data = volume.backend.load(pack_name(row.pack))
-        except (NotFound, VolumeError) as exc:
-            failures.append(f"volume '{volume.name}': {exc}")
-            continue
-        if pack_id(data) == row.pack:
-            return data
-        failures.append(f"volume '{volume.name}': its bytes do not hash to its name")
-    raise ObjectMissing(f"cannot copy pack {row.pack}: no good copy ("
-                        + ("; ".join(failures) or "on no known volume") + ")",
-                        hint="run 'vst fsck --full'; the volume was not added")
 
 
 def copy_meta(store: Store, backend: Volume) -> None:
