@@ -1,6 +1,6 @@
 """The layers of STYLE.md, enforced: imports point down only.
 
-    cli -> porcelain -> plumbing -> store / workdir / ingest -> objects -> remotes | crypto
+    cli -> porcelain -> plumbing -> store / ssh / workdir / ingest -> objects -> remotes | crypto
         -> fsio -> errors
 
 A module may import from its own layer or any layer below it, never above. Checked on the
@@ -33,6 +33,7 @@ RANKS = {
     "vst.config": 4,
     "vst.hooks": 4,
     "vst.ignore": 4,
+    "vst.ssh": 4,
     "vst.objects": 3,
     "vst.remotes": 2,
     "vst.crypto": 2,

@@ -240,10 +240,12 @@ class Ingest:
             context.set_forkserver_preload(["vst.ingest"] + (["vst.crypto.records"]
                                                              if self.sealing.encrypted else []))
             index = self.writer.odb.index.path if self.writer is not None else None
+            parent_dedups = self.writer is not None and index is None
             try:
                 self._process_pool = ProcessPoolExecutor(
                     6 * self._cores, mp_context=context, initializer=_process_init,
-                    initargs=(self.params.min, self.sealing.portable(), self.level, index))
+                    initargs=(self.params.min, self.sealing.portable(), self.level, index,
+                              parent_dedups))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
         return self._process_pool
@@ -520,18 +522,22 @@ class _ProcessState(NamedTuple):
     sealing: Sealing
     level: int
     known: ObjectIndex | None
+    # Objects are stored, but the index is not a file here (a store over SSH): the parent
+    # asks it in batches, and seals what it lacks.
+    parent_dedups: bool
 
 
 _process_state: _ProcessState | None = None
 
 
 def _process_init(small: int, sealing: tuple[bytes, bytes | None, bytes | None], level: int,
-                  index_path: str | None) -> None:
+                  index_path: str | None, parent_dedups: bool) -> None:
     """Runs once in each worker process."""
     global _process_state
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     index = ObjectIndex(index_path, read_only=True) if index_path else None
-    _process_state = _ProcessState(small, Sealing.rebuilt(sealing), level, index)
+    _process_state = _ProcessState(small, Sealing.rebuilt(sealing), level, index,
+                                   parent_dedups)
 
 
 def _process_batch(paths: list[bytes]) -> list[_Piece]:
@@ -540,6 +546,8 @@ def _process_batch(paths: list[bytes]) -> list[_Piece]:
     state = _process_state
     assert state is not None, "worker process not initialised"
     pieces = open_and_hash_many(paths, state.small, state.sealing.ids)
+    if state.parent_dedups:
+        return pieces
     known = state.known.has_many(p.oid for p in pieces if p.oid) if state.known else set()
     for piece in pieces:
         if piece.oid is not None:

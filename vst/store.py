@@ -39,6 +39,7 @@ from vst.errors import (
     UsageError,
     VolumeError,
     VstError,
+    WrongKey,
     WrongVolume,
 )
 from vst.fsio import DEFAULT_FS, FileSystem, lock_file, read_file
@@ -614,6 +615,16 @@ class Store:
         ids = {spec.name: spec.volume_id for spec in self._volume_specs}
         return frozenset(ids[name] for name in policy.volumes)
 
+    def short_packs(self, collection: str, index: Any = None) -> dict[Oid, int]:
+        """The packs of ``collection`` (pack -> size) with fewer copies on its policy's
+        volumes than the policy asks, by the index's record of the packs its commits wrote
+        and reused (``vst replicate`` and ``vst index rebuild`` refresh it from a walk)."""
+        policy = self.policy_of(collection)
+        ids = self.policy_volume_ids(policy)
+        owned = (index or self.odb.index).owned(collection)
+        return {pack: size for pack, size, _count, copies in owned
+                if len(copies & ids) < policy.copies}
+
     def set_policy(self, name: str, volumes: tuple[str, ...], copies: int | None) -> Policy:
         """Create or change the policy ``name`` (``copies`` None: one on each volume)."""
         check_policy_name(name)
@@ -664,6 +675,38 @@ class Store:
         if self._odb is not None:
             self._odb.index.close()
             self._odb = None
+
+    def check_copies(self, packs: set[Oid], collection: str) -> None:
+        """Refused unless each of ``packs`` is found at its full size on as many of
+        ``collection``'s policy volumes as the policy asks for (what ``vst drop`` needs):
+        asked of the volumes themselves, for the index is a cache."""
+        from vst.objects.odb import pack_name
+
+        policy = self.policy_of(collection)
+        volumes = [ref for ref in self.volumes() if ref.name in policy.volumes]
+        others = [ref for ref in self.volumes() if ref.name not in policy.volumes]
+        sizes = {row.pack: row.size for row in self.odb.index.packs()}
+        missing, short = [], []
+        for pack in sorted(packs, key=lambda p: p.hex):
+            name = pack_name(pack)
+            copies = sum(1 for ref in volumes if _has(ref.backend, name, sizes.get(pack)))
+            if copies == 0 and not any(_has(ref.backend, name, sizes.get(pack))
+                                       for ref in others):
+                missing.append(pack)
+            elif copies < policy.copies:
+                short.append(pack)
+        if missing:
+            raise Refused(f"{len(missing)} pack(s) holding this working copy's commit are on "
+                          f"no volume (first: {missing[0]})",
+                          hint="run 'vst fsck --full' on the store; the files here are the "
+                               "only copy")
+        if short:
+            out = [name for name in policy.volumes if name in self.unavailable]
+            raise Refused(f"{len(short)} pack(s) holding this working copy's commit have "
+                          f"fewer than the {policy.copies} copies policy '{policy.name}' asks "
+                          f"(first: {short[0]})"
+                          + (f"; unavailable: {', '.join(out)}" if out else ""),
+                          hint="run 'vst replicate' (once the volumes are back), then drop")
 
     # -- collections --------------------------------------------------------------------------
 
@@ -795,7 +838,8 @@ class Store:
                     hint="someone else committed first; pull their commit and retry")
             if current == new:
                 return current
-            if self.append_only and current is not None and not self._descends(new, current):
+            if self.append_only and current is not None \
+                    and self._descends_if_readable(new, current) is False:
                 raise Refused(f"cannot update '{name}': the store is append-only and {new} "
                               f"does not descend from the head {current}",
                               hint="only commits on top of the head are accepted here")
@@ -839,20 +883,20 @@ class Store:
             self.warn(f"the 'post-receive' hook {after.problem}")
         return current
 
+    def _descends_if_readable(self, commit: Oid, ancestor: Oid) -> bool | None:
+        """``_descends``, or None when the commits are encrypted and no key is given (a
+        server, which stores sealed objects it cannot read): the move is then kept in the
+        reflog, which no client can rewrite, and the clients that know the head catch a
+        move that does not descend from it (vst/known.py)."""
+        try:
+            return self._descends(commit, ancestor)
+        except WrongKey:
+            if self.keyrings.source is not None:
+                raise
+            return None
+
     def _descends(self, commit: Oid, ancestor: Oid) -> bool:
-        """Whether ``ancestor`` is ``commit`` or reached from it through parents (a walk
-        that ends at once for the usual move, whose first parent is the head)."""
-        seen: set[Oid] = set()
-        queue = [commit]
-        while queue:
-            oid = queue.pop(0)
-            if oid == ancestor:
-                return True
-            if oid in seen:
-                continue
-            seen.add(oid)
-            queue.extend(self.odb.read_commit(oid).parents)
-        return False
+        return descends(self.odb, commit, ancestor)
 
     def set_append_only(self, on: bool) -> None:
         """Make the store append-only (or not): no ref may then move except forward. What
@@ -898,7 +942,16 @@ class Store:
 
         # A verified read, not the record header alone: the type byte of a damaged record
         # must not let a ref point at something that is not a commit.
-        if self.odb.get(oid)[0] != ObjectType.COMMIT:
+        try:
+            kind = self.odb.get(oid)[0]
+        except WrongKey:
+            if self.keyrings.source is not None:
+                raise
+            # Served without keys: an encrypted record's type is sealed inside it. That it
+            # exists is what can be checked; the clients that read it check the rest.
+            self.odb.read_sealed(oid)
+            return
+        if kind != ObjectType.COMMIT:
             raise UsageError(f"{oid} is not a commit")
 
     def reflog(self, name: str) -> list[ReflogEntry]:
@@ -923,3 +976,26 @@ class Store:
         if entries and _interrupted_move(entries[-1], self.read_ref(name)):
             entries.pop()
         return entries
+
+
+def _has(backend: Volume, name: str, size: int | None) -> bool:
+    try:
+        return backend.size(name) == size
+    except VstError:
+        return False
+
+
+def descends(odb: Any, commit: Oid, ancestor: Oid) -> bool:
+    """Whether ``ancestor`` is ``commit`` or reached from it through parents (a walk
+    that ends at once for the usual move, whose first parent is the head)."""
+    seen: set[Oid] = set()
+    queue = [commit]
+    while queue:
+        oid = queue.pop(0)
+        if oid == ancestor:
+            return True
+        if oid in seen:
+            continue
+        seen.add(oid)
+        queue.extend(odb.read_commit(oid).parents)
+    return False

@@ -120,7 +120,8 @@ class Checkout:
         self._threads = threads or 2 * self._cores
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="vst-checkout")
         self._processes: ProcessPoolExecutor | None = None
-        self._use_processes = processes
+        # Worker processes open the store's index and volumes themselves: not over SSH.
+        self._use_processes = processes and self.odb.index.path is not None
         self._small = 0  # small files handed to workers so far
         self._generation = 0
         self._inflight: deque[tuple[Future[_Done], int, _Job]] = deque()

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "scrub": ("scrub", "porcelain", "Verify every pack on the volumes, without keys"),
     "repair": ("repair", "porcelain", "Rewrite bad or missing pack copies from verified ones"),
     "recover": ("recover", "porcelain", "Rebuild a lost store from one of its volumes"),
+    "serve": ("serve", "porcelain", "Serve a store to vst clients over ssh"),
     "hash-object": ("hash_object", "plumbing", "Compute a file's object id, optionally store it"),
     "cat-file": ("cat_file", "plumbing", "Show an object's type, size or content"),
     "ls-tree": ("ls_tree", "plumbing", "List the contents of a tree"),

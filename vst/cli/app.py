@@ -41,7 +41,8 @@ class App:
 
     def store_path(self) -> str:
         """The store: --store (or VST_STORE), else the working copy's, else the current
-        directory if it is a store, else the user's own store if it exists."""
+        directory if it is a store, else the user's own store if it exists. A local path,
+        or an SSH address as given."""
         url = self.store_url
         copy = self.working_copy()
         if copy is not None:
@@ -57,9 +58,14 @@ class App:
             else:
                 url = copy.store_url
         if url:
+            from vst.ssh.url import is_ssh
+
+            if is_ssh(url):
+                return url
             if "://" in url and not url.startswith("file://"):
                 raise NotAStore(f"unsupported store URL '{url}'",
-                                hint="this version of vst reaches local stores only")
+                                hint="a store is a local path, file://PATH, "
+                                     "ssh://[USER@]HOST[:PORT]/PATH or [USER@]HOST:PATH")
             return url.removeprefix("file://")
         if os.path.isfile("config.toml") and os.path.isdir("refs"):
             return "."
@@ -158,11 +164,35 @@ class App:
         return working_diff(self.open_store(), copy, base if base else copy.base(), paths,
                             warn=self.warn)
 
+    def store_location(self) -> str:
+        """``store_path`` as a working copy records it: absolute, or an SSH address."""
+        from vst.ssh.url import is_ssh, parse
+
+        path = self.store_path()
+        return parse(path).url if is_ssh(path) else os.path.abspath(path)
+
     def open_store(self) -> Store:
         if self._store is None:
-            self._store = self.attach(Store.open(self.store_path(), warn=self.warn))
+            self._store = self.open_store_at(self.store_path())
             click.get_current_context().call_on_close(self._store.close)
         return self._store
+
+    def open_store_at(self, location: str) -> Store:
+        """The store at ``location`` (a path or an SSH address), given your keys; the
+        caller closes it."""
+        from vst.ssh.url import is_ssh
+
+        if not is_ssh(location):
+            return self.attach(Store.open(location.removeprefix("file://"), warn=self.warn))
+        from vst.ssh.client import RemoteStore
+        from vst.ssh.url import parse, ssh_command
+
+        address = parse(location)
+        own = self.config(store=None, copy=None, with_store=False)
+        remote_vst = os.environ.get("VST_REMOTE_VST") or own.get("core.remoteVst") or "vst"
+        remote = RemoteStore.connect(address, ssh_command(own.get("core.sshCommand")),
+                                     str(remote_vst), self.warn)
+        return self.attach(remote)  # type: ignore[arg-type]
 
     def attach(self, store: Store) -> Store:
         """Give ``store`` your keys and what this client remembers of it (vst/known.py)."""
@@ -172,7 +202,7 @@ class App:
         from vst.known import KnownState
 
         store.keyrings.source = self.user_keys()
-        location = os.path.realpath(store.path)
+        location = store.path if "://" in store.path else os.path.realpath(store.path)
         name = blake3(location.encode()).hexdigest()[:32]
         store.known = KnownState(os.path.join(platformdirs.user_state_dir("vst"), "known",
                                               f"{name}.toml"),
@@ -247,19 +277,22 @@ class App:
 
         click.echo(json.dumps(record, sort_keys=False))
 
-    def config(self, store: Store | None = None, copy: WorkingCopy | None = None
-               ) -> ConfigLayers:
+    def config(self, store: Store | None = None, copy: WorkingCopy | None = None, *,
+               with_store: bool = True) -> ConfigLayers:
         """The layered config (vst/config.py): global (platformdirs' user config dir, so
-        $XDG_CONFIG_HOME), the store's (``store``, else the command's store if there is one)
-        and the working copy's (``copy``, else the one around the current directory)."""
+        $XDG_CONFIG_HOME), the store's (``store``, else the command's store if there is one
+        and ``with_store``; a store reached over SSH has no layer here) and the working
+        copy's (``copy``, else the one around the current directory)."""
         import platformdirs
 
         from vst.config import ConfigLayers, find_working_copy
 
         work_tree = copy.root if copy is not None else find_working_copy(os.getcwd())
+        if store is None and with_store:
+            store = self.maybe_store()
         return ConfigLayers(os.path.join(platformdirs.user_config_dir("vst"), "config.toml"),
                             None, work_tree and os.path.join(work_tree, ".vst", "config.toml"),
-                            store=store or self.maybe_store())
+                            store=store if isinstance(store, Store) else None)
 
     def identity(self, role: str, store: Store | None = None) -> Signature:
         """Author or committer from VST_<ROLE>_NAME/EMAIL/DATE, then config user.name and

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from vst.cli.app import App, human_size, plural, store_option
@@ -28,7 +26,7 @@ def command(app: App, collection: str, directory: str | None, rev: str | None) -
     dest = directory or collection
     progress = app.progress("Cloning")
     try:
-        result = clone(store, os.path.abspath(app.store_path()), collection, dest,
+        result = clone(store, app.store_location(), collection, dest,
                        commit=commit, warn=app.warn, on_start=progress.set_total,
                        on_bytes=progress.add)
     finally:

@@ -29,17 +29,23 @@ def command(app: App, directory: str, collection: str | None, no_encrypt: bool,
     """
     from vst.errors import NotAStore
     from vst.porcelain.init import init
+    from vst.ssh.url import is_ssh, parse
     from vst.store import Store
 
-    path = os.path.abspath(app.default_store_path())
-    try:
-        store = Store.open(path, warn=app.warn)
-    except NotAStore:
-        if app.store_url or os.path.exists(os.path.join(path, "config.toml")):
-            raise
-        store = Store.init(path, warn=app.warn)
-        app.warn(f"created your store at '{path}'")
-    app.attach(store)
+    given = app.default_store_path()
+    if is_ssh(given):
+        path = parse(given).url
+        store = app.open_store_at(path)
+    else:
+        path = os.path.abspath(given)
+        try:
+            store = Store.open(path, warn=app.warn)
+        except NotAStore:
+            if app.store_url or os.path.exists(os.path.join(path, "config.toml")):
+                raise
+            store = Store.init(path, warn=app.warn)
+            app.warn(f"created your store at '{path}'")
+        app.attach(store)
     try:
         copy = init(store, path, directory, collection, encrypt=not no_encrypt,
                     keyring=keyring)

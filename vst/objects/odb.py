@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from vst.errors import (
     CorruptObject,
@@ -31,7 +31,15 @@ from vst.objects.ids import PLAIN_IDS, IdScheme
 from vst.objects.index import Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
 from vst.objects.pack import PackIndex, PackStream, pack_id
-from vst.objects.seal import NO_KEYRING, PLAIN, Sealing, UnexpectedSize, seal, unseal
+from vst.objects.seal import (
+    NO_KEYRING,
+    PLAIN,
+    Sealing,
+    UnexpectedSize,
+    seal,
+    unseal,
+    verify_record,
+)
 from vst.objects.types import ObjectType
 from vst.remotes.volume import Volume
 
@@ -73,6 +81,8 @@ def _no_keys(keyring: bytes) -> Sealing:
     raise WrongKey(f"objects of keyring {keyring.hex()} are encrypted, and no key for it "
                    "was given")
 
+
+_T = TypeVar("_T")
 
 INDEX_BATCH = 8  # packs indexed per transaction
 IN_FLIGHT = 2  # packs being made durable at once by a writer
@@ -123,6 +133,10 @@ class ObjectDatabase:
             raise ObjectMissing(f"object {oid} not found")
         return location
 
+    def packs_holding(self, oids: Iterable[Oid]) -> set[Oid]:
+        """The packs the index says hold ``oids`` (ObjectMissing naming one it lacks)."""
+        return {self.locate(oid).pack for oid in oids}
+
     def sealing(self, keyring: bytes | None) -> Sealing:
         """How the objects of ``keyring`` (a pack's keyring id; None: unencrypted) are named
         and sealed."""
@@ -147,6 +161,23 @@ class ObjectDatabase:
                      ) -> tuple[ObjectType, bytes]:
         """Read and verify ``oid`` from the first copy that serves it, naming the copies
         that failed when one does; ``failed`` is a copy the caller already found bad."""
+        def opened(record: bytes, location: Location, where: str) -> tuple[ObjectType, bytes]:
+            return unseal(record, oid, self.sealing(location.keyring), where)
+        return self._read_checked(oid, opened, failed)
+
+    def read_sealed(self, oid: Oid, failed: tuple[VolumeRef, VstError] | None = None
+                    ) -> tuple[bytes, bytes | None]:
+        """The record of ``oid`` as stored, and its pack's keyring id, from the first copy
+        that passes what can be checked here: everything for an unencrypted record or one
+        whose key is open, the framing for the others (what a server without keys sends,
+        for the client to open and verify)."""
+        def checked(record: bytes, location: Location, where: str) -> tuple[bytes, bytes | None]:
+            verify_record(record, oid, self.sealing_or_none(location.keyring), where)
+            return record, location.keyring
+        return self._read_checked(oid, checked, failed)
+
+    def _read_checked(self, oid: Oid, check: Callable[[bytes, Location, str], _T],
+                      failed: tuple[VolumeRef, VstError] | None) -> _T:
         location = self.locate(oid)
         failures: list[VstError] = [failed[1]] if failed else []
         failed_on: list[str] = [failed[0].name] if failed else []
@@ -159,7 +190,7 @@ class ObjectDatabase:
                                              location.length)
                 if len(record) != location.length:
                     raise CorruptObject(f"object {oid} in {where}: record truncated")
-                found = unseal(record, oid, self.sealing(location.keyring), where)
+                found = check(record, location, where)
             except (CorruptObject, UnsupportedFormat, NotFound, VolumeError) as exc:
                 failures.append(exc)
                 failed_on.append(volume.name)
@@ -204,6 +235,63 @@ class ObjectDatabase:
         (a record may claim up to 256 MiB). ``packs`` caches which volume holds each pack."""
         oids = [oid for oid, _ in wanted]
         found: list[tuple[ObjectType, bytes] | None] = [None] * len(oids)
+        for volume, keyring, records in self._spans(oids, packs):
+            sealing = self.sealing(keyring)
+            for number, record, where, problem in records:
+                try:
+                    if problem is not None:
+                        raise problem
+                    read = unseal(record, oids[number], sealing, where,
+                                  max_size=wanted[number][1])
+                    if len(read[1]) == wanted[number][1]:
+                        found[number] = read
+                except UnexpectedSize:
+                    pass  # not what the caller expects: its get() says what it is
+                except WrongKey:
+                    raise
+                except VstError as exc:
+                    # Another copy may serve it, and this one is named when it does; if
+                    # none does, the caller's get() reports it.
+                    try:
+                        found[number] = self._read_record(oids[number], (volume, exc))
+                    except VstError:
+                        pass
+        return found
+
+    def read_sealed_many(self, oids: list[Oid], budget: int
+                         ) -> list[tuple[bytes, bytes | None] | None]:
+        """``read_sealed`` for many objects, with one read per run of nearby records, for
+        as many of ``oids`` (a prefix of them) as fit in ``budget`` bytes (at least one).
+        None for an object that is not in the store; an object that no copy serves
+        raises."""
+        found: list[tuple[bytes, bytes | None] | None] = []
+        total = 0
+        for oid in oids:
+            location = self.index.lookup(oid)
+            if location is not None and found and total + location.length > budget:
+                break
+            total += location.length if location is not None else 0
+            found.append(None)
+        taken = oids[:len(found)]
+        packs: dict[Oid, VolumeRef | None] = {}
+        for volume, keyring, records in self._spans(taken, packs):
+            sealing = self.sealing_or_none(keyring)
+            for number, record, where, problem in records:
+                try:
+                    if problem is not None:
+                        raise problem
+                    verify_record(record, taken[number], sealing, where)
+                    found[number] = (bytes(record), keyring)
+                except VstError as exc:
+                    found[number] = self.read_sealed(taken[number], (volume, exc))
+        return found
+
+    def _spans(self, oids: list[Oid], packs: dict[Oid, VolumeRef | None]) -> Iterator[
+            tuple[VolumeRef, bytes | None, list[tuple[int, memoryview, str, VstError | None]]]]:
+        """The records of ``oids`` that the index knows, read a run of nearby records at a
+        time from the first volume holding each pack: (volume, keyring id, [(position in
+        ``oids``, record, where, the error reading it or None)]). Records of packs on no
+        available volume are left out."""
         located = []
         for number, oid in enumerate(oids):
             location = self.index.lookup(oid)
@@ -233,32 +321,16 @@ class ObjectDatabase:
                     data = memoryview(volume.backend.load(pack_name(pack), first, end - first))
                 except VstError as exc:
                     data, problem = memoryview(b""), exc
-                sealing = self.sealing(keyring)
+                records = []
                 for _, offset, size, number, _ in located[start:stop]:
                     record = data[offset - first:offset - first + size]
-                    try:
-                        if problem is not None:
-                            raise problem
-                        if len(record) != size:
-                            raise CorruptObject(f"object {oids[number]} in {where}: record "
-                                                "truncated")
-                        read = unseal(record, oids[number], sealing, where,
-                                      max_size=wanted[number][1])
-                        if len(read[1]) == wanted[number][1]:
-                            found[number] = read
-                    except UnexpectedSize:
-                        pass  # not what the caller expects: its get() says what it is
-                    except WrongKey:
-                        raise
-                    except VstError as exc:
-                        # Another copy may serve it, and this one is named when it does;
-                        # if none does, the caller's get() reports it.
-                        try:
-                            found[number] = self._read_record(oids[number], (volume, exc))
-                        except VstError:
-                            pass
+                    error = problem
+                    if error is None and len(record) != size:
+                        error = CorruptObject(f"object {oids[number]} in {where}: record "
+                                              "truncated")
+                    records.append((number, record, where, error))
+                yield volume, keyring, records
             start = stop
-        return found
 
     def get_kind(self, oid: Oid) -> ObjectType:
         """The object's type. Read and verified whole, like ``get``: the type byte of a
@@ -392,6 +464,19 @@ class ObjectDatabase:
                               "has the wrong size")
         self.index.add_copies([(pack, target.volume_id)])
         return len(data)
+
+    def settle(self, reused: set[Oid], written: list[tuple[Oid, PackIndex]],
+               placement: Placement, owner: str | None) -> dict[Oid, int]:
+        """A writer's last step: bring the packs holding the ``reused`` objects up to the
+        placement (``reconcile``) and record them as ``owner``'s. Returns the reused packs
+        still short of copies (the ``written`` ones were counted as they were written)."""
+        if not reused:
+            return {}
+        packs = self.index.packs_of(reused)
+        short = self.reconcile(packs, placement)
+        if owner is not None:
+            self.index.add_owner(packs, owner)
+        return short
 
     def reconcile(self, packs: Iterable[Oid], placement: Placement) -> dict[Oid, int]:
         """Give each of ``packs`` the placement's number of copies on its policy's
@@ -553,13 +638,8 @@ class ObjectWriter:
         finally:
             self._stop()
         self._raise_if_failed()
-        if self._reused:
-            index = self.odb.index
-            packs = index.packs_of(self._reused)
-            self._reused = set()
-            self.short.update(self.odb.reconcile(packs, self.placement))
-            if self.owner is not None:
-                index.add_owner(packs, self.owner)
+        reused, self._reused = self._reused, set()
+        self.short.update(self.odb.settle(reused, self.written, self.placement, self.owner))
 
     def abort(self) -> None:
         """Stop without keeping the pack being filled; packs already handed over finish."""

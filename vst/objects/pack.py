@@ -210,7 +210,7 @@ def _parse_entries(index: bytes, index_offset: int, name: str) -> tuple[PackEntr
     return tuple(entries)
 
 
-def parse_pack(data: bytes, name: str) -> PackIndex:
+def parse_pack(data: bytes | memoryview, name: str) -> PackIndex:
     """Check a whole pack in memory: header, footer, index (not the records' contents)."""
     if len(data) < MIN_PACK_SIZE:
         raise CorruptPack(f"pack {name}: too small ({len(data)} bytes)")

@@ -14,14 +14,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vst.errors import ObjectMissing, Refused, VstError
-from vst.objects.odb import pack_name
+from vst.errors import ObjectMissing, Refused
 from vst.objects.oid import Oid
 from vst.plumbing.quoting import quote
 from vst.plumbing.reachable import reachable
 from vst.porcelain.hooks import Hooks
 from vst.porcelain.status import status
-from vst.remotes.volume import Volume
 from vst.store import Store
 from vst.workdir import WorkingCopy
 
@@ -41,47 +39,14 @@ def check_stored(store: Store, commit: Oid, collection: str) -> tuple[int, int]:
     """(objects, packs) reachable from ``commit``, each pack found at its full size on as
     many of ``collection``'s policy volumes as the policy asks for copies; Refused naming
     what is short otherwise. Asked of the volumes themselves: the index is a cache."""
-    odb = store.odb
-    packs: set[Oid] = set()
-    objects = 0
     try:
-        for oid, _kind in reachable(store, [commit]):
-            packs.add(odb.locate(oid).pack)
-            objects += 1
+        oids = [oid for oid, _kind in reachable(store, [commit])]
+        packs = store.odb.packs_holding(oids)
     except ObjectMissing as exc:
         raise Refused(f"the store lacks objects of this working copy's commit: {exc.message}",
                       hint="run 'vst fsck' on the store") from None
-    policy = store.policy_of(collection)
-    volumes = [ref for ref in store.volumes() if ref.name in policy.volumes]
-    sizes = {row.pack: row.size for row in odb.index.packs()}
-    missing, short = [], []
-    for pack in sorted(packs, key=lambda p: p.hex):
-        name = pack_name(pack)
-        copies = sum(1 for volume in volumes if _has(volume.backend, name, sizes.get(pack)))
-        if copies == 0 and not any(_has(volume.backend, name, sizes.get(pack))
-                                   for volume in store.volumes() if volume not in volumes):
-            missing.append(pack)
-        elif copies < policy.copies:
-            short.append(pack)
-    if missing:
-        raise Refused(f"{len(missing)} pack(s) holding this working copy's commit are on no "
-                      f"volume (first: {missing[0]})",
-                      hint="run 'vst fsck --full' on the store; the files here are the only copy")
-    if short:
-        out = [name for name in policy.volumes if name in store.unavailable]
-        raise Refused(f"{len(short)} pack(s) holding this working copy's commit have fewer "
-                      f"than the {policy.copies} copies policy '{policy.name}' asks "
-                      f"(first: {short[0]})"
-                      + (f"; unavailable: {', '.join(out)}" if out else ""),
-                      hint="run 'vst replicate' (once the volumes are back), then drop")
-    return objects, len(packs)
-
-
-def _has(backend: Volume, name: str, size: int | None) -> bool:
-    try:
-        return backend.size(name) == size
-    except VstError:
-        return False
+    store.check_copies(packs, collection)
+    return len(oids), len(packs)
 
 
 def _listing(paths: list[bytes]) -> str:

@@ -40,14 +40,8 @@ def policy_remove(store: Store, name: str) -> None:
 
 def short_packs(store: Store, collection: str, index: ObjectIndex | None = None
                 ) -> dict[Oid, int]:
-    """The packs of ``collection`` (pack -> size) with fewer copies on its policy's volumes
-    than the policy asks, by the index's record of the packs its commits wrote and reused
-    (``vst replicate`` and ``vst index rebuild`` refresh it from a walk)."""
-    policy = store.policy_of(collection)
-    ids = store.policy_volume_ids(policy)
-    owned = (index or store.odb.index).owned(collection)
-    return {pack: size for pack, size, _count, copies in owned
-            if len(copies & ids) < policy.copies}
+    """See ``Store.short_packs``."""
+    return store.short_packs(collection, index)
 
 
 def under_replicated(store: Store, collection: str) -> tuple[int, int]:

@@ -1,0 +1,537 @@
+"""A store reached over SSH: the client side of ``vst serve --stdio`` (docs/ssh.md).
+
+``RemoteStore`` stands in for ``vst.store.Store`` in the commands that work on a remote
+store (clone, commit, status, log, show, diff, restore, pull, drop, collection list and
+create, the object and ref plumbing): the same methods, each one request or a few batched
+ones. Keys never leave this process: objects are named, sealed, opened and verified here,
+and the server stores and returns sealed records. A command that only makes sense on the
+machine holding the store (volumes, policies, scrub, repair, ...) says so.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from vst.errors import (
+    NotFound,
+    ObjectMissing,
+    ProtocolError,
+    UsageError,
+    VolumeUnreachable,
+    VstError,
+)
+from vst.fsio import DEFAULT_FS
+from vst.keyrings import Keyrings
+from vst.objects.ids import PLAIN_IDS
+from vst.objects.odb import ObjectDatabase, Placement, _Spooled
+from vst.objects.oid import Oid, is_full_hex
+from vst.objects.seal import UnexpectedSize, unseal
+from vst.objects.types import ObjectType
+from vst.ssh.protocol import PROTOCOL, Channel, PeerGone, error_from
+from vst.ssh.url import SshAddress
+
+if TYPE_CHECKING:
+    from vst.crypto.keyring import KeyringFile
+    from vst.known import KnownState
+    from vst.objects.commit import Signature
+    from vst.objects.pack import PackIndex
+    from vst.policy import Policy
+    from vst.store import Collection, ReflogEntry
+
+Warn = Callable[[str], None]
+
+BATCH = 65536  # ids per request: the server's limit
+MAX_ANSWER = 300 * 1024 * 1024  # data in one answer: one record may be 256 MiB
+STDERR_KEPT = 20  # lines of ssh's stderr kept to explain a failure
+SEND_PIECE = 1024 * 1024
+
+
+class Connection:
+    """One ``ssh ... vst serve --stdio PATH`` process and the framed stream to it. Safe
+    to share between threads: a request and its answer hold the lock together."""
+
+    def __init__(self, argv: list[str], url: str, warn: Warn) -> None:
+        self.url = url
+        self.warn = warn
+        self.requests = 0  # round trips so far (reported by the benchmarks)
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_KEPT)
+        try:
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            start_new_session=True)
+        except OSError as exc:
+            raise VolumeUnreachable(f"cannot run '{argv[0]}' to reach '{url}': "
+                                    f"{exc.strerror}",
+                                    hint="set VST_SSH or core.sshCommand to your ssh") from None
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        self._stderr_thread = threading.Thread(target=self._keep_stderr, daemon=True,
+                                               name="vst-ssh-stderr")
+        self._stderr_thread.start()
+        self.channel = Channel(cast(BinaryIO, self.process.stdout),
+                               cast(BinaryIO, self.process.stdin), f"'{url}'")
+        self._lock = threading.Lock()
+        self.info = self._handshake()
+
+    def _keep_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._stderr.append(text)
+
+    def _handshake(self) -> dict[str, Any]:
+        with self._translated():
+            greeting = self.channel.receive()
+            if greeting is None:
+                raise PeerGone("the connection closed")
+            if "error" in greeting:
+                raise error_from(greeting, self.url)
+            protocols = greeting.get("protocols")
+            if greeting.get("vst") != "serve" or not isinstance(protocols, list):
+                raise ProtocolError(f"'{self.url}' did not answer as 'vst serve' does")
+            if PROTOCOL not in protocols:
+                raise ProtocolError(f"'{self.url}' speaks protocol {protocols}, this vst "
+                                    f"speaks {PROTOCOL}",
+                                    hint="install the same version of vst on both machines")
+            self.channel.send({"op": "hello", "protocol": PROTOCOL})
+            info, _ = self._answer(0)
+        if not isinstance(info, dict) or not isinstance(info.get("store_id"), str):
+            raise ProtocolError(f"'{self.url}' sent a malformed greeting")
+        return info
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """A stream that ends early becomes one clear error naming the store, with what
+        ssh said (the usual reasons: no route, no key, a host key that changed)."""
+        try:
+            yield
+        except PeerGone:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            self._stderr_thread.join(timeout=1)
+            said = next((line for line in reversed(self._stderr)
+                         if line.startswith("vst: error: ")), None) \
+                or (self._stderr[-1] if self._stderr else None)
+            raise VolumeUnreachable(f"cannot reach '{self.url}'" + (f": {said}" if said else ""),
+                                    hint="check that 'vst' is installed there and that ssh "
+                                         "to the host works") from None
+
+    def call(self, op: str, body: bytes | None = None, limit: int = 0,
+             **args: Any) -> tuple[Any, bytes]:
+        """One request and its answer: (result, data)."""
+        with self._lock, self._translated():
+            self.requests += 1
+            self.channel.send({"op": op, **args}, body)
+            return self._answer(limit)
+
+    def call_streaming(self, op: str, size: int, pieces: Iterator[bytes | memoryview],
+                       **args: Any) -> Any:
+        with self._lock, self._translated():
+            self.requests += 1
+            self.channel.send_stream({"op": op, **args}, size, pieces)
+            return self._answer(0)[0]
+
+    def _answer(self, limit: int) -> tuple[Any, bytes]:
+        while True:
+            message = self.channel.receive()
+            if message is None:
+                raise PeerGone("the connection closed")
+            if "warn" in message:
+                self.warn(f"{self.url}: {message['warn']}")
+                continue
+            if "error" in message:
+                raise error_from(message, self.url)
+            if "ok" not in message:
+                raise ProtocolError(f"'{self.url}' sent an answer without a result")
+            return message["ok"], self.channel.body(message, limit)
+
+    def close(self) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class RemoteIndex:
+    """What the object database's writers ask of an index, answered by the server in
+    batches, with what is known to be there remembered (a set of ids)."""
+
+    path = None  # no file: worker processes cannot open it, and are not used
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._known: set[Oid] = set()
+        self._lock = threading.Lock()
+
+    def has(self, oid: Oid) -> bool:
+        return oid in self.has_many([oid])
+
+    def has_many(self, oids: Iterable[Oid]) -> set[Oid]:
+        wanted = list(dict.fromkeys(oids))
+        with self._lock:
+            present = {oid for oid in wanted if oid in self._known}
+        ask = [oid for oid in wanted if oid not in present]
+        for start in range(0, len(ask), BATCH):
+            batch = ask[start:start + BATCH]
+            _, answer = self.connection.call("have", b"".join(o.raw for o in batch),
+                                             limit=len(batch))
+            if len(answer) != len(batch):
+                raise ProtocolError(f"'{self.connection.url}' answered for "
+                                    f"{len(answer)} ids of {len(batch)}")
+            found = {oid for oid, flag in zip(batch, answer, strict=True) if flag}
+            with self._lock:
+                self._known |= found
+            present |= found
+        return present
+
+    def add_packs(self, packs: Sequence[tuple[Oid, int, PackIndex, Sequence[str]]],
+                  owner: str | None = None) -> None:
+        # The server indexed each pack as it took it; what it holds is now known here.
+        with self._lock:
+            for _pack, _size, index, _volumes in packs:
+                self._known.update(entry.oid for entry in index)
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteObjectDatabase(ObjectDatabase):
+    """The object database of a remote store: reads fetch sealed records in batches and
+    open and verify them here; writers build packs here and stream them to the server."""
+
+    def __init__(self, connection: Connection, spool_dir: str, pack_size: int,
+                 compression_level: int, sealings: Callable[[bytes], Any], warn: Warn) -> None:
+        self.connection = connection
+        self.remote_index = RemoteIndex(connection)
+        super().__init__([], self.remote_index, PLAIN_IDS,  # type: ignore[arg-type]
+                         pack_size, compression_level, spool_dir=spool_dir,
+                         placement=_RemotePlacement(None), warn=warn, sealings=sealings)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _records(self, oids: list[Oid]) -> Iterator[tuple[int, memoryview, bytes | None]]:
+        """(position, sealed record, keyring id) of each of ``oids`` the store holds, a
+        few round trips for many objects; ObjectMissing for one it lacks."""
+        done = 0
+        while done < len(oids):
+            batch = oids[done:done + BATCH]
+            result, data = self.connection.call("objects", b"".join(o.raw for o in batch),
+                                                limit=MAX_ANSWER)
+            records = result.get("records") if isinstance(result, dict) else None
+            keyrings = result.get("keyrings") if isinstance(result, dict) else None
+            if not isinstance(records, list) or not isinstance(keyrings, list) \
+                    or not 0 < len(records) <= len(batch):
+                raise ProtocolError(f"'{self.connection.url}' sent a malformed answer")
+            view, offset = memoryview(data), 0
+            for number, item in enumerate(records):
+                size, keyring_number = item
+                if size < 0:
+                    raise ObjectMissing(f"object {batch[number]} not found")
+                keyring = keyrings[keyring_number]
+                yield done + number, view[offset:offset + size], \
+                    bytes.fromhex(keyring) if keyring else None
+                offset += size
+            if offset != len(data):
+                raise ProtocolError(f"'{self.connection.url}' sent records of the wrong size")
+            done += len(records)
+
+    def _read_record(self, oid: Oid, failed: Any = None) -> tuple[ObjectType, bytes]:
+        for _, record, keyring in self._records([oid]):
+            return unseal(record, oid, self.sealing(keyring), f"'{self.connection.url}'")
+        raise ObjectMissing(f"object {oid} not found")
+
+    def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, Any]
+                  ) -> list[tuple[ObjectType, bytes] | None]:
+        found: list[tuple[ObjectType, bytes] | None] = [None] * len(wanted)
+        try:
+            records = list(self._records([oid for oid, _ in wanted]))
+        except ObjectMissing:
+            return found  # each get() names what is missing
+        for number, record, keyring in records:
+            oid, size = wanted[number]
+            try:
+                read = unseal(record, oid, self.sealing(keyring), f"'{self.connection.url}'",
+                              max_size=size)
+            except UnexpectedSize:
+                continue
+            except VstError as exc:
+                if exc.exit_code == 12:  # WrongKey: nothing else will do better
+                    raise
+                continue
+            if len(read[1]) == size:
+                found[number] = read
+        return found
+
+    def packs_holding(self, oids: Iterable[Oid]) -> set[Oid]:
+        wanted = list(oids)
+        packs: set[Oid] = set()
+        for start in range(0, len(wanted), BATCH):
+            batch = wanted[start:start + BATCH]
+            result, _ = self.connection.call("packs_of", b"".join(o.raw for o in batch))
+            packs.update(_oid(text) for text in result)
+        return packs
+
+    def resolve_prefix(self, prefix: str) -> Oid:
+        result, _ = self.connection.call("prefix", prefix=prefix)
+        return _oid(result)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def writer(self, placement: Placement | None = None, *, owner: str | None = None,
+               sealing: Any = None) -> Any:
+        return super().writer(_RemotePlacement(owner), owner=owner, sealing=sealing)
+
+    def store_spooled(self, spooled: _Spooled, placement: Placement,
+                      copiers: Any = None) -> list[str]:
+        """Stream the spooled pack to the server, which checks it against its name and
+        writes it to the volumes of the collection's policy."""
+        assert isinstance(placement, _RemotePlacement)
+        try:
+            os.close(spooled.fd)  # opened for writing; read again below
+            with open(spooled.path, "rb") as spool:
+                pieces = iter(lambda: spool.read(SEND_PIECE), b"")
+                result = self.connection.call_streaming("pack.put", spooled.size, pieces,
+                                                        pack=spooled.pack.hex,
+                                                        collection=placement.collection)
+        finally:
+            try:
+                os.unlink(spooled.path)
+            except OSError:
+                pass
+        volumes, copies = result.get("volumes"), result.get("copies")
+        if isinstance(copies, int) and copies > 0:
+            placement.copies = copies
+        if isinstance(result.get("policy"), str):
+            placement.policy = result["policy"]
+        return ["remote"] * (volumes if isinstance(volumes, int) else 1)
+
+    def settle(self, reused: set[Oid], written: list[tuple[Oid, PackIndex]],
+               placement: Placement, owner: str | None) -> dict[Oid, int]:
+        short: dict[Oid, int] = {}
+        ids = list(reused)
+        for start in range(0, len(ids), BATCH):
+            batch = ids[start:start + BATCH]
+            result, _ = self.connection.call("settle", b"".join(o.raw for o in batch),
+                                             collection=owner)
+            short.update({_oid(pack): copies for pack, copies in result.items()})
+        return short
+
+
+class _RemotePlacement(Placement):
+    """A writer's placement on a remote store: the server applies the collection's policy;
+    ``copies`` becomes the policy's once the server has said it."""
+
+    def __init__(self, collection: str | None) -> None:
+        super().__init__("remote", [], 1, frozenset(), {})
+        self.collection = collection
+
+
+class RemoteKeyrings(Keyrings):
+    """The store's keyring files, read and written through the server (they hold no
+    secret); opened here with the user's keys, as for a local store."""
+
+    def __init__(self, connection: Connection, store_id: str) -> None:
+        super().__init__("", store_id, DEFAULT_FS, lambda _name, _data: None)
+        self.connection = connection
+
+    def names(self) -> list[str]:
+        result, _ = self.connection.call("keyrings")
+        return [name for name in result if isinstance(name, str)]
+
+    def exists(self, name: str) -> bool:
+        return name in self.names()
+
+    def read(self, name: str) -> KeyringFile:
+        from vst.crypto.keyring import KeyringFile
+
+        _, data = self.connection.call("keyring.read", limit=1024 * 1024, name=name)
+        return KeyringFile.decode(data, f"{self.connection.url} keys/{name}.toml")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        yield  # the server writes each keyring file under its lock
+
+    def write(self, file: KeyringFile, *, new: bool = False) -> None:
+        self.connection.call("keyring.write", file.encode(), new=new)
+        self._by_id = None
+
+    def remove(self, name: str) -> None:
+        raise UsageError("keyring files of a remote store are removed on its machine")
+
+
+class RemoteStore:
+    """A store served by ``vst serve --stdio`` at the other end of ``connection``."""
+
+    def __init__(self, address: SshAddress, connection: Connection, warn: Warn) -> None:
+        from vst.objects.chunking import ChunkParams
+
+        info = connection.info
+        self.address = address
+        self.path = address.url  # what working copies record, and messages name
+        self.connection = connection
+        self.warn = warn
+        self.store_id: str = info["store_id"]
+        self.append_only = "append-only" in info.get("modes", [])
+        self.pack_size = int(info.get("pack_size", 16 * 1024 * 1024))
+        self.compression_level = int(info.get("compression_level", 3))
+        try:
+            self.chunk_params = ChunkParams(**info["chunking"])
+        except (KeyError, TypeError):
+            raise ProtocolError(f"'{self.path}' sent no chunking parameters") from None
+        self.known: KnownState | None = None
+        self.keyrings = RemoteKeyrings(connection, self.store_id)
+        self.unavailable: dict[str, str] = {}
+        self._collections: dict[str, dict[str, Any]] | None = None
+        self._odb: RemoteObjectDatabase | None = None
+        self._spool_dir: str | None = None
+
+    @classmethod
+    def connect(cls, address: SshAddress, ssh_command: str, remote_vst: str,
+                warn: Warn) -> RemoteStore:
+        return cls(address, Connection(address.argv(ssh_command, remote_vst), address.url,
+                                       warn), warn)
+
+    def __getattr__(self, name: str) -> Any:
+        # What a local store has and this one does not (volumes, policies, the index...):
+        # the command needs the machine holding the store.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise UsageError(f"this command works on a local store only, and '{self.path}' is "
+                         "reached over SSH",
+                         hint=f"run it on {self.address.host}")
+
+    @property
+    def odb(self) -> RemoteObjectDatabase:
+        if self._odb is None:
+            self._spool_dir = tempfile.mkdtemp(prefix="vst-spool-")
+            self._odb = RemoteObjectDatabase(self.connection, self._spool_dir, self.pack_size,
+                                             self.compression_level,
+                                             self.keyrings.sealing_by_id, self.warn)
+        return self._odb
+
+    def close(self) -> None:
+        if self.known is not None:
+            self.known.save()
+        self.connection.close()
+        if self._spool_dir is not None:
+            shutil.rmtree(self._spool_dir, ignore_errors=True)
+
+    # -- collections --------------------------------------------------------------------------
+
+    def _listing(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        if self._collections is None or refresh:
+            result, _ = self.connection.call("collections")
+            self._collections = {item["name"]: item for item in result}
+        return self._collections
+
+    def _collection(self, name: str) -> dict[str, Any]:
+        table = self._listing().get(name) or self._listing(refresh=True).get(name)
+        if table is None:
+            raise NotFound(f"no collection named '{name}'", hint="see 'vst collection list'")
+        return table
+
+    def has_collection(self, name: str) -> bool:
+        return name in self._listing() or name in self._listing(refresh=True)
+
+    def collection_names(self) -> list[str]:
+        return sorted(self._listing(refresh=True))
+
+    def collections(self) -> Iterator[Collection]:
+        from vst.store import Collection
+
+        for name, table in sorted(self._listing(refresh=True).items()):
+            head = _oid(table["head"]) if table.get("head") else None
+            if head is not None and self.known is not None:
+                self.known.saw_head(name, head, self._descends)
+            yield Collection(name, head)
+
+    def collection_keyring(self, name: str) -> str | None:
+        return self._collection(name).get("keyring")
+
+    def collection_policy(self, name: str) -> str:
+        return str(self._collection(name).get("policy", "default"))
+
+    def create_collection(self, name: str, *, keyring: str | None = None) -> None:
+        self.connection.call("collection.create", name=name, keyring=keyring)
+        self._collections = None
+
+    def sealing(self, collection: str | None) -> Any:
+        if collection is None:
+            return self.keyrings.sealing(None)
+        keyring = self.collection_keyring(collection)
+        if self.known is not None:
+            self.known.check_keyring(collection,
+                                     self.keyrings.read(keyring).keyring_id if keyring else None)
+        return self.keyrings.sealing(keyring)
+
+    def writer(self, collection: str | None = None) -> Any:
+        return self.odb.writer(owner=collection, sealing=self.sealing(collection))
+
+    def policy_of(self, collection: str | None) -> Policy:
+        from vst.policy import Policy
+
+        result, _ = self.connection.call("policy", collection=collection)
+        return Policy(str(result["name"]), tuple(result["volumes"]), int(result["copies"]))
+
+    def short_packs(self, collection: str, index: Any = None) -> dict[Oid, int]:
+        result, _ = self.connection.call("short_packs", collection=collection)
+        return {_oid(pack): int(size) for pack, size in result.items()}
+
+    def check_copies(self, packs: set[Oid], collection: str) -> None:
+        self.connection.call("check_copies", collection=collection,
+                             packs=sorted(p.hex for p in packs))
+
+    # -- refs ---------------------------------------------------------------------------------
+
+    def read_ref(self, name: str) -> Oid | None:
+        result, _ = self.connection.call("ref.read", name=name)
+        head = _oid(result) if result else None
+        if head is not None and self.known is not None:
+            self.known.saw_head(name, head, self._descends)
+        return head
+
+    def update_ref(self, name: str, new: Oid, expected: Oid | None, *, committer: Signature,
+                   message: str, check_old: bool = True) -> Oid | None:
+        result, _ = self.connection.call(
+            "ref.update", name=name, new=new.hex, expected=expected.hex if expected else None,
+            check_old=check_old, committer=committer.encode().decode("utf-8", "replace"),
+            message=message)
+        if self.known is not None:
+            self.known.moved(name, new)
+        return _oid(result) if result else None
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        from vst.store import ReflogEntry
+
+        _, data = self.connection.call("reflog", limit=64 * 1024 * 1024, name=name)
+        try:
+            return [ReflogEntry.decode(line) for line in data.split(b"\n") if line]
+        except (ValueError, VstError):
+            raise ProtocolError(f"'{self.path}' sent a malformed reflog") from None
+
+    def _descends(self, commit: Oid, ancestor: Oid) -> bool:
+        from vst.store import descends
+
+        return descends(self.odb, commit, ancestor)
+
+
+def _oid(text: object) -> Oid:
+    if not isinstance(text, str) or not is_full_hex(text):
+        raise ProtocolError("the server sent a malformed object id")
+    return Oid.from_hex(text)
