@@ -851,10 +851,7 @@ class Store:
                 self.warn(f"pre-receive: {said.rstrip()}")
             data = f"{new}\n".encode()
             if self.collection_keyring(name) is not None:
-                # The store must not learn an encrypted collection's contents: its reflog
-                # keeps ids, times and the kind of move, not messages or who moved it.
-                committer = dataclasses.replace(committer, name="-", email="-")
-                message = message.split(":", 1)[0]
+                committer, message = reflog_view(committer, message)
             # The reflog first, then the ref (git's order): a crash in between leaves a log
             # line for a move that did not happen, never a move with no log line. A ref
             # write that fails takes its log line back out.
@@ -999,3 +996,10 @@ def descends(odb: Any, commit: Oid, ancestor: Oid) -> bool:
         seen.add(oid)
         queue.extend(odb.read_commit(oid).parents)
     return False
+
+
+def reflog_view(committer: Signature, message: str) -> tuple[Signature, str]:
+    """What the reflog of an encrypted collection keeps of a move: the store must not
+    learn its contents, so ids, times and the kind of move ("commit", "pull"), not the
+    message or who moved it. A client of a store over SSH sends only this."""
+    return dataclasses.replace(committer, name="-", email="-"), message.split(":", 1)[0]

@@ -164,6 +164,12 @@ class App:
         return working_diff(self.open_store(), copy, base if base else copy.base(), paths,
                             warn=self.warn)
 
+    def round_trips(self) -> dict[str, int]:
+        """For --json: the requests sent to the store so far, when it is reached over SSH
+        (``{"round_trips": N}``), else nothing."""
+        connection = getattr(self._store, "connection", None) if self._store else None
+        return {"round_trips": connection.requests} if connection is not None else {}
+
     def store_location(self) -> str:
         """``store_path`` as a working copy records it: absolute, or an SSH address."""
         from vst.ssh.url import is_ssh, parse

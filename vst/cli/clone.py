@@ -37,7 +37,7 @@ def command(app: App, collection: str, directory: str | None, rev: str | None) -
     if app.json:
         app.emit_json({"type": "clone", **copy.describe(),
                        "commit": result.commit.hex if result.commit else None,
-                       "files": result.files, "bytes": result.bytes})
+                       "files": result.files, "bytes": result.bytes, **app.round_trips()})
     elif not app.quiet:
         what = result.commit.short() if result.commit else "no commits yet"
         click.echo(f"Cloned '{collection}' ({what}) into {copy.root}: {plural(result.files, 'file')}, "

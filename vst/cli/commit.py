@@ -51,7 +51,8 @@ def command(app: App, message: str | None, message_file: BinaryIO | None,
                        "collection": copy.collection, "dry_run": dry_run, **counts,
                        "bytes_read": result.read_bytes, "bytes_new": result.new_bytes,
                        "policy": result.policy, "under_replicated_packs": result.short_packs,
-                       "changing": [p.decode(errors="surrogateescape") for p in result.changing]})
+                       "changing": [p.decode(errors="surrogateescape") for p in result.changing],
+                       **app.round_trips()})
         return
     if dry_run:
         for change in result.changes:

@@ -15,10 +15,9 @@ from vst.cli.app import App
 def command(app: App, recursive: bool, destination: str, objects: tuple[str, ...]) -> None:
     """Copy OBJECTs to STORE, sending only what it lacks; print each id sent."""
     from vst.plumbing.push_blob import push_blob
-    from vst.store import Store
 
     source = app.open_store()
-    target = Store.open(destination.removeprefix("file://"), warn=app.warn)
+    target = app.open_store_at(destination)
     try:
         push_blob(source, target, [app.resolve_rev(o) for o in objects], recursive=recursive,
                   on_sent=lambda oid: click.echo(str(oid)))

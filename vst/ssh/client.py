@@ -210,6 +210,11 @@ class RemoteIndex:
     def close(self) -> None:
         pass
 
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise _local_only(self.connection.url)
+
 
 class RemoteObjectDatabase(ObjectDatabase):
     """The object database of a remote store: reads fetch sealed records in batches and
@@ -412,9 +417,7 @@ class RemoteStore:
         # the command needs the machine holding the store.
         if name.startswith("__"):
             raise AttributeError(name)
-        raise UsageError(f"this command works on a local store only, and '{self.path}' is "
-                         "reached over SSH",
-                         hint=f"run it on {self.address.host}")
+        raise _local_only(self.path)
 
     @property
     def odb(self) -> RemoteObjectDatabase:
@@ -508,6 +511,10 @@ class RemoteStore:
 
     def update_ref(self, name: str, new: Oid, expected: Oid | None, *, committer: Signature,
                    message: str, check_old: bool = True) -> Oid | None:
+        if self.collection_keyring(name) is not None:
+            from vst.store import reflog_view
+
+            committer, message = reflog_view(committer, message)
         result, _ = self.connection.call(
             "ref.update", name=name, new=new.hex, expected=expected.hex if expected else None,
             check_old=check_old, committer=committer.encode().decode("utf-8", "replace"),
@@ -529,6 +536,11 @@ class RemoteStore:
         from vst.store import descends
 
         return descends(self.odb, commit, ancestor)
+
+
+def _local_only(url: str) -> UsageError:
+    return UsageError(f"this command works on a local store only, and '{url}' is reached "
+                      "over SSH", hint="run it on the machine that holds the store")
 
 
 def _oid(text: object) -> Oid:
