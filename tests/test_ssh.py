@@ -269,3 +269,39 @@ def test_s15_the_ssh_stream_holds_no_plaintext(remote: Remote, tmp_path: Path) -
     assert stream_bytes > 2 * 1024 * 1024  # the packs went through what was captured
     assert hits == [] and store_hits == []
     assert len(scan(work, wanted)[2]) >= 5  # the scan finds what is there in the clear
+
+
+def test_many_small_files_go_through_worker_processes_both_ways(
+        remote: Remote, server_store: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Enough files for commit and clone to start worker processes: over SSH the parent
+    asks the store which ids it lacks (commit) and fetches each job's records (clone)."""
+    if remote.kind != "pipe":
+        pytest.skip("one transport is enough")
+    from vst.checkout import Checkout
+
+    fetched = []
+    fetch_and_write = Checkout._fetch_and_write
+
+    def counted(self: Checkout, *args: object) -> object:
+        fetched.append(1)
+        return fetch_and_write(self, *args)  # type: ignore[arg-type]
+    monkeypatch.setattr(Checkout, "_fetch_and_write", counted)
+    work, other = tmp_path / "work", tmp_path / "other"
+    rng = random.Random(7)
+    for number in range(3000):
+        folder = work / f"d{number % 17}"
+        folder.mkdir(parents=True, exist_ok=True)
+        # A tenth are duplicates: deduplicated within the commit, as locally.
+        (folder / f"f{number}.txt").write_bytes(
+            b"same\n" if number % 10 == 0 else rng.randbytes(rng.randrange(0, 3000)))
+    url = remote.url(server_store)
+    remote.run("--store", url, "init", str(work), "-c", "many")
+    record = json.loads(remote.run("--json", "-C", str(work), "commit", "-m", "many"
+                                   ).out.splitlines()[-1])
+    assert record["added"] == 3000
+    # Round trips grow with packs and batches, not with files.
+    assert record["round_trips"] < 40, record["round_trips"]
+    remote.run("--store", url, "clone", "many", str(other))
+    assert files(other) == files(work)
+    assert fetched  # the worker processes wrote what this process fetched

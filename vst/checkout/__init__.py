@@ -46,7 +46,9 @@ from vst.checkout.files import (
     _Done,
     _permissions,
     _process_init,
+    _process_init_fetched,
     _process_job,
+    _process_job_fetched,
     _set_xattrs,
     _Writer,
 )
@@ -120,8 +122,12 @@ class Checkout:
         self._threads = threads or 2 * self._cores
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="vst-checkout")
         self._processes: ProcessPoolExecutor | None = None
-        # Worker processes open the store's index and volumes themselves: not over SSH.
-        self._use_processes = processes and self.odb.index.path is not None
+        self._use_processes = processes
+        # Worker processes open the store's index and volumes themselves, except from a
+        # store over SSH: there this process fetches the sealed records of each job (a few
+        # threads, pipelined) and the worker opens, verifies and writes them.
+        self._fetching = self.odb.index.path is None
+        self._fetchers: ThreadPoolExecutor | None = None
         self._small = 0  # small files handed to workers so far
         self._generation = 0
         self._inflight: deque[tuple[Future[_Done], int, _Job]] = deque()
@@ -282,7 +288,10 @@ class Checkout:
             return
         self._small += job.files
         pool = self._worker_processes()
-        if pool is not None:
+        if pool is not None and self._fetchers is not None:
+            start = partial(self._fetchers.submit, self._fetch_and_write, pool,
+                            self._generation, job.groups)
+        elif pool is not None:
             start = partial(pool.submit, _process_job, self._generation, job.groups)
         else:
             start = partial(self._pool.submit, self._writer.write_files, self._generation,
@@ -298,16 +307,29 @@ class Checkout:
             opened = self.store.keyrings.opened()
             context.set_forkserver_preload(["vst.checkout.files"]
                                            + (["vst.crypto.records"] if opened else []))
+            sealings = [s.portable() for s in self.store.keyrings.opened()]
+            identity = (st.st_dev, st.st_ino)
+            workers = PROCESSES_PER_CORE * self._cores
             try:
-                self._processes = ProcessPoolExecutor(
-                    PROCESSES_PER_CORE * self._cores, mp_context=context,
-                    initializer=_process_init,
-                    initargs=(self.store.path, self.odb.index.path,
-                              [s.portable() for s in self.store.keyrings.opened()],
-                              self.odb.spool_dir, self.root, (st.st_dev, st.st_ino)))
+                if self._fetching:
+                    self._processes = ProcessPoolExecutor(
+                        workers, mp_context=context, initializer=_process_init_fetched,
+                        initargs=(sealings, self.root, identity))
+                    self._fetchers = ThreadPoolExecutor(workers,
+                                                        thread_name_prefix="vst-fetch")
+                else:
+                    self._processes = ProcessPoolExecutor(
+                        workers, mp_context=context, initializer=_process_init,
+                        initargs=(self.store.path, self.odb.index.path, sealings,
+                                  self.odb.spool_dir, self.root, identity))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
         return self._processes
+
+    def _fetch_and_write(self, pool: ProcessPoolExecutor, generation: int,
+                         groups: list[Group]) -> _Done:
+        records = self.odb.fetch_sealed([entry.oid for _, items in groups for _, entry in items])
+        return pool.submit(_process_job_fetched, generation, groups, records).result()
 
     def _queue_large(self, base: bytes, name: bytes, entry: TreeEntry) -> None:
         # Threads, even when processes take the small files: a chunk is large enough for
@@ -472,7 +494,7 @@ class Checkout:
         self._closed = True
         if abort:
             self._writer.stop.set()
-        for pool in (self._pool, self._processes):
+        for pool in (self._pool, self._fetchers, self._processes):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=abort)
         self._inflight.clear()

@@ -29,6 +29,7 @@ from vst.errors import (
     CorruptObject,
     Interrupted,
     NotFound,
+    ObjectMissing,
     Refused,
     VstError,
     WrongKey,
@@ -39,9 +40,9 @@ from vst.objects.ids import PLAIN_IDS
 from vst.objects.index import ObjectIndex
 from vst.objects.odb import ObjectDatabase, VolumeRef
 from vst.objects.oid import Oid
-from vst.objects.seal import Sealing
+from vst.objects.seal import PLAIN, Sealing, unseal
 from vst.objects.tree import TreeEntry
-from vst.objects.types import ObjectType
+from vst.objects.types import MAX_OBJECT_SIZE, ObjectType
 from vst.store import Store
 
 TEMP_PREFIX = b".vst-tmp-"
@@ -313,6 +314,72 @@ def _process_init(store: str, index: str,
         _process_writer = exc
     except OSError as exc:
         _process_writer = from_os_error(exc, f"cannot open directory '{root}'")
+
+
+def _process_init_fetched(sealings: list[tuple[bytes, bytes | None, bytes | None]],
+                          root: str, identity: tuple[int, int]) -> None:
+    """``_process_init`` for a restore from a store over SSH: no store to open, the parent
+    sends each job's sealed records along (``_process_job_fetched``)."""
+    global _process_writer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(root_fd)
+        if (st.st_dev, st.st_ino) != identity:
+            raise Refused(f"'{root}' was replaced by another directory during the restore")
+        opened = {portable[0]: Sealing.rebuilt(portable) for portable in sealings}
+        _process_writer = _Writer(_Fetched(opened), root_fd, root)  # type: ignore[arg-type]
+    except VstError as exc:
+        _process_writer = exc
+    except OSError as exc:
+        _process_writer = from_os_error(exc, f"cannot open directory '{root}'")
+
+
+def _process_job_fetched(generation: int, groups: list[Group],
+                         records: dict[Oid, tuple[bytes, bytes | None]]) -> _Done:
+    if not isinstance(_process_writer, _Writer):
+        raise _process_writer or VstError("worker process not initialised")
+    fetched = _process_writer.odb
+    assert isinstance(fetched, _Fetched)
+    fetched.records = records
+    try:
+        return _process_writer.write_files(generation, groups)
+    finally:
+        fetched.records = {}
+
+
+class _Fetched:
+    """What a worker process restoring from a store over SSH reads from: the sealed
+    records of its current job, fetched by the parent, opened and verified here as the
+    object database would."""
+
+    def __init__(self, opened: dict[bytes, Sealing]) -> None:
+        self.opened = opened
+        self.records: dict[Oid, tuple[bytes, bytes | None]] = {}
+
+    def read_many(self, wanted: list[tuple[Oid, int]], _packs: object
+                  ) -> list[tuple[ObjectType, bytes] | None]:
+        found: list[tuple[ObjectType, bytes] | None] = []
+        for oid, size in wanted:
+            try:
+                read = self._open(oid, size)
+            except VstError:
+                read = None  # get() says what is wrong
+            found.append(read if read is not None and len(read[1]) == size else None)
+        return found
+
+    def get(self, oid: Oid) -> tuple[ObjectType, bytes]:
+        return self._open(oid, MAX_OBJECT_SIZE)
+
+    def _open(self, oid: Oid, size: int) -> tuple[ObjectType, bytes]:
+        if oid not in self.records:
+            raise ObjectMissing(f"object {oid} not found")
+        record, keyring = self.records[oid]
+        if keyring is not None and keyring not in self.opened:
+            raise WrongKey(f"objects of keyring {keyring.hex()} are encrypted, and its key "
+                           "was not opened")
+        sealing = self.opened[keyring] if keyring is not None else PLAIN
+        return unseal(record, oid, sealing, "the records fetched", max_size=size)
 
 
 def _process_job(generation: int, groups: list[Group]) -> _Done:

@@ -17,7 +17,9 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from vst.errors import (
@@ -55,13 +57,15 @@ SEND_PIECE = 1024 * 1024
 
 
 class Connection:
-    """One ``ssh ... vst serve --stdio PATH`` process and the framed stream to it. Safe
-    to share between threads: a request and its answer hold the lock together."""
+    """One ``ssh ... vst serve --stdio PATH`` process and the framed stream to it, shared
+    by the command's threads. Requests are pipelined: a thread sends its request and waits
+    for its answer without holding the stream, so the server works on the next request
+    while this process opens the records of the last (the server answers in order)."""
 
     def __init__(self, argv: list[str], url: str, warn: Warn) -> None:
         self.url = url
         self.warn = warn
-        self.requests = 0  # round trips so far (reported by the benchmarks)
+        self.requests = 0  # round trips so far (reported by --json and the benchmarks)
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_KEPT)
         try:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE,
@@ -77,8 +81,15 @@ class Connection:
         self._stderr_thread.start()
         self.channel = Channel(cast(BinaryIO, self.process.stdout),
                                cast(BinaryIO, self.process.stdin), f"'{url}'")
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        # Answers still to come, in the order the requests went out: (future, data limit).
+        self._waiting: collections.deque[tuple[Future[tuple[Any, bytes]], int]] = \
+            collections.deque()
+        self._broken: VstError | None = None
         self.info = self._handshake()
+        self._reader = threading.Thread(target=self._read_answers, daemon=True,
+                                        name="vst-ssh-reader")
+        self._reader.start()
 
     def _keep_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -88,7 +99,7 @@ class Connection:
                 self._stderr.append(text)
 
     def _handshake(self) -> dict[str, Any]:
-        with self._translated():
+        try:
             greeting = self.channel.receive()
             if greeting is None:
                 raise PeerGone("the connection closed")
@@ -103,43 +114,78 @@ class Connection:
                                     hint="install the same version of vst on both machines")
             self.channel.send({"op": "hello", "protocol": PROTOCOL})
             info, _ = self._answer(0)
+        except PeerGone:
+            raise self._unreachable() from None
         if not isinstance(info, dict) or not isinstance(info.get("store_id"), str):
             raise ProtocolError(f"'{self.url}' sent a malformed greeting")
         return info
 
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        """A stream that ends early becomes one clear error naming the store, with what
-        ssh said (the usual reasons: no route, no key, a host key that changed)."""
+    def _unreachable(self) -> VstError:
+        """The stream ended early: one clear error naming the store, with what ssh (or the
+        vst at the other end) said last; the usual reasons are no route, no key, a host
+        key that changed, no vst there."""
         try:
-            yield
-        except PeerGone:
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            self._stderr_thread.join(timeout=1)
-            said = next((line for line in reversed(self._stderr)
-                         if line.startswith("vst: error: ")), None) \
-                or (self._stderr[-1] if self._stderr else None)
-            raise VolumeUnreachable(f"cannot reach '{self.url}'" + (f": {said}" if said else ""),
-                                    hint="check that 'vst' is installed there and that ssh "
-                                         "to the host works") from None
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._stderr_thread.join(timeout=1)
+        said = next((line for line in reversed(self._stderr)
+                     if line.startswith("vst: error: ")), None) \
+            or (self._stderr[-1] if self._stderr else None)
+        return VolumeUnreachable(f"cannot reach '{self.url}'" + (f": {said}" if said else ""),
+                                 hint="check that 'vst' is installed there and that ssh to "
+                                      "the host works")
 
     def call(self, op: str, body: bytes | None = None, limit: int = 0,
              **args: Any) -> tuple[Any, bytes]:
         """One request and its answer: (result, data)."""
-        with self._lock, self._translated():
-            self.requests += 1
-            self.channel.send({"op": op, **args}, body)
-            return self._answer(limit)
+        return self._request(partial(self.channel.send, {"op": op, **args}, body), limit)
 
     def call_streaming(self, op: str, size: int, pieces: Iterator[bytes | memoryview],
                        **args: Any) -> Any:
-        with self._lock, self._translated():
+        """A request whose ``size`` bytes of data come from ``pieces``."""
+        send = partial(self.channel.send_stream, {"op": op, **args}, size, pieces)
+        return self._request(send, 0)[0]
+
+    def _request(self, send: Callable[[], None], limit: int) -> tuple[Any, bytes]:
+        answer: Future[tuple[Any, bytes]] = Future()
+        with self._send_lock:
+            if self._broken is not None:
+                raise self._broken
             self.requests += 1
-            self.channel.send_stream({"op": op, **args}, size, pieces)
-            return self._answer(0)[0]
+            self._waiting.append((answer, limit))
+            try:
+                send()
+            except PeerGone:
+                pass  # the reader sees the end of the stream and says why
+        return answer.result()
+
+    def _read_answers(self) -> None:
+        try:
+            while True:
+                message = self.channel.receive()
+                if message is None:
+                    raise PeerGone("the connection closed")
+                if "warn" in message:
+                    self.warn(f"{self.url}: {message['warn']}")
+                    continue
+                if not self._waiting:
+                    raise ProtocolError(f"'{self.url}' answered a request never sent")
+                answer, limit = self._waiting.popleft()
+                if "error" in message:
+                    answer.set_exception(error_from(message, self.url))
+                elif "ok" not in message:
+                    raise ProtocolError(f"'{self.url}' sent an answer without a result")
+                else:
+                    answer.set_result((message["ok"], self.channel.body(message, limit)))
+        except BaseException as exc:
+            broken = self._unreachable() if isinstance(exc, PeerGone) else \
+                exc if isinstance(exc, VstError) else \
+                ProtocolError(f"'{self.url}': {type(exc).__name__}: {exc}")
+            with self._send_lock:
+                self._broken = broken
+                while self._waiting:
+                    self._waiting.popleft()[0].set_exception(broken)
 
     def _answer(self, limit: int) -> tuple[Any, bytes]:
         while True:
@@ -156,16 +202,18 @@ class Connection:
             return message["ok"], self.channel.body(message, limit)
 
     def close(self) -> None:
-        try:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-        except OSError:
-            pass
+        with self._send_lock:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.close()
+            except OSError:
+                pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._reader.join(timeout=5)
 
 
 class RemoteIndex:
@@ -255,6 +303,12 @@ class RemoteObjectDatabase(ObjectDatabase):
             if offset != len(data):
                 raise ProtocolError(f"'{self.connection.url}' sent records of the wrong size")
             done += len(records)
+
+    def fetch_sealed(self, oids: list[Oid]) -> dict[Oid, tuple[bytes, bytes | None]]:
+        """The sealed records of ``oids`` and their keyring ids, for worker processes to
+        open (vst/checkout); ObjectMissing for one the store lacks."""
+        return {oids[number]: (bytes(record), keyring)
+                for number, record, keyring in self._records(oids)}
 
     def _read_record(self, oid: Oid, failed: Any = None) -> tuple[ObjectType, bytes]:
         for _, record, keyring in self._records([oid]):
