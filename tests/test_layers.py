@@ -34,6 +34,7 @@ RANKS = {
     "vst.hooks": 4,
     "vst.ignore": 4,
     "vst.ssh": 4,
+    "vst.ssh.server": 6,  # what `vst serve` runs: porcelain for a client over the wire
     "vst.objects": 3,
     "vst.remotes": 2,
     "vst.crypto": 2,

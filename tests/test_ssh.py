@@ -190,7 +190,7 @@ def test_push_blob_to_a_store_over_ssh(remote: Remote, server_store: Path, tmp_p
 
 
 def test_local_only_commands_say_so(remote: Remote, server_store: Path) -> None:
-    for args in (["volume", "list"], ["scrub"], ["policy", "list"], ["fsck", "--full"],
+    for args in (["volume", "list"], ["policy", "list"], ["fsck", "--full"],
                  ["count-objects"], ["index", "rebuild"],
                  ["store", "config", "append-only", "false"]):
         ran = remote.run("--store", remote.url(server_store), *args, ok=False)
@@ -305,3 +305,38 @@ def test_many_small_files_go_through_worker_processes_both_ways(
     remote.run("--store", url, "clone", "many", str(other))
     assert files(other) == files(work)
     assert fetched  # the worker processes wrote what this process fetched
+
+
+def test_scrub_and_replicate_run_on_the_server(remote: Remote, server_store: Path,
+                                               tmp_path: Path) -> None:
+    """The server scrubs and replicates its own volumes, with no key: an encrypted
+    collection's packs are those the index recorded, and a bad copy is found."""
+    work = tmp_path / "work"
+    work.mkdir()
+    sample_tree(work)
+    url = remote.url(server_store)
+    remote.run("--store", url, "init", str(work), "-c", "docs")
+    remote.run("-C", str(work), "commit", "-m", "one")
+    clean = remote.run("--json", "--store", url, "scrub")
+    summary = json.loads(clean.out.splitlines()[-1])
+    assert summary["packs_checked"] >= 1 and summary["bad"] == 0
+    # A second disk on the server, which then loses a pack: the default policy wants a
+    # copy on each volume.
+    second = tmp_path / "second"
+    assert vst_run("--store", str(server_store), "volume", "add", "second",
+                   str(second)).code == 0
+    lost = next(p for p in (second / "packs").rglob("*") if p.is_file())
+    lost.unlink()
+    planned = remote.run("--json", "--store", url, "replicate", "--dry-run")
+    assert json.loads(planned.out.splitlines()[-1])["copied"] >= 1
+    assert json.loads(planned.out.splitlines()[-1])["unwalked"] == ["docs"]
+    done = json.loads(remote.run("--json", "--store", url, "replicate").out.splitlines()[-1])
+    assert done["copied"] == json.loads(planned.out.splitlines()[-1])["copied"]
+    assert done["short"] == 0
+    pack = next(p for p in (second / "packs").rglob("*") if p.is_file())
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 1
+    pack.write_bytes(bytes(data))
+    damaged = remote.run("--json", "--store", url, "scrub", ok=False)
+    assert damaged.code == 1
+    assert json.loads(damaged.out.splitlines()[-1])["bad"] == 1

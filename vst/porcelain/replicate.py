@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from vst.errors import VolumeError, VstError
+from vst.errors import ProtocolError, VolumeError, VstError, WrongKey
 from vst.objects.odb import VolumeRef, pack_name
 from vst.objects.oid import Oid
 from vst.plumbing.reachable import walk_history
@@ -57,6 +57,9 @@ class ReplicateResult:
     # Objects the walk could not read on any volume (what they name is not known).
     unreadable: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # volume -> why
+    # Encrypted collections whose key is not held here: their packs are those the index
+    # recorded their commits writing and reusing, not those a walk reaches.
+    unwalked: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -69,6 +72,19 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
     """Copy packs until each one the ``collections`` reach (every collection when none is
     named, and then also packs no collection reaches, by the default policy) has its
     policies' copies. With ``dry_run`` nothing is copied, forgotten or recorded."""
+    from vst.ssh.client import RemoteStore
+
+    if isinstance(store, RemoteStore):  # the server copies between its own volumes
+        def progress(what: str, n: int) -> None:
+            (on_start if what == "total" else on_bytes)(n)
+        said, _ = store.connection.call("replicate", collections=list(collections),
+                                        dry_run=dry_run, progress=progress)
+        try:
+            copied = [Copied(**c) for c in said.pop("copied")]
+            short = [Short(**c) for c in said.pop("short")]
+            return ReplicateResult(**said, copied=copied, short=short)
+        except (AttributeError, KeyError, TypeError):
+            raise ProtocolError(f"'{store.path}' sent a malformed replicate result") from None
     wanted = list(collections)
     for name in wanted:
         store.read_ref(name)  # NotFound for an unknown collection
@@ -79,11 +95,17 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
     needs: dict[Oid, list[Policy]] = {}
     for name in names:
         head = store.read_ref(name)
-        reached, unreadable = walk_history(store, [head] if head is not None else [])
-        result.unreadable.extend(oid.hex for oid in unreadable)
-        packs = index.packs_of(reached)
-        if not dry_run and not unreadable:  # a partial walk would under-record
-            index.set_owned(name, packs)
+        if head is not None and not _can_read(store, name):
+            # No key here (the NAS's own account, a server): the index's record of the
+            # packs its commits wrote and reused stands in for the walk.
+            packs = {row[0] for row in index.owned(name)}
+            result.unwalked.append(name)
+        else:
+            reached, unreadable = walk_history(store, [head] if head is not None else [])
+            result.unreadable.extend(oid.hex for oid in unreadable)
+            packs = index.packs_of(reached)
+            if not dry_run and not unreadable:  # a partial walk would under-record
+                index.set_owned(name, packs)
         policy = store.policy_of(name)
         for pack in packs:
             needs.setdefault(pack, []).append(policy)
@@ -140,6 +162,14 @@ def replicate(store: Store, collections: Iterable[str] = (), *, dry_run: bool = 
                 store.warn(f"cannot mirror the store's metadata to volume '{ref.name}': "
                            f"{exc.message}")
     return result
+
+
+def _can_read(store: Store, collection: str) -> bool:
+    try:
+        store.sealing(collection)
+    except WrongKey:
+        return False
+    return True
 
 
 def _check_listings(store: Store, volumes: Iterable[VolumeRef], held: dict[Oid, set[str]],

@@ -34,7 +34,14 @@ from functools import partial
 
 import blake3
 
-from vst.errors import Corrupt, NotFound, UnsupportedFormat, UsageError, VolumeIOError
+from vst.errors import (
+    Corrupt,
+    NotFound,
+    ProtocolError,
+    UnsupportedFormat,
+    UsageError,
+    VolumeIOError,
+)
 from vst.fsio import read_file
 from vst.objects.oid import is_full_hex
 from vst.objects.pack import KEYED_MAGIC, MAGIC, NO_KEYRING, PackEntry, read_index
@@ -103,6 +110,17 @@ def scrub(store: Store, *, volume: str | None = None, subset: tuple[int, int] | 
     """Verify the pack copies on ``volume`` (every volume when None); ``progress`` gets the
     number of bytes read after each piece. Problems are collected, never raised; a volume
     that cannot be reached raises."""
+    from vst.ssh.client import RemoteStore
+
+    if isinstance(store, RemoteStore):  # the server scrubs its own volumes
+        said, _ = store.connection.call(
+            "scrub", volume=volume, subset=list(subset) if subset else None, resume=resume,
+            progress=lambda what, n: progress(n) if progress and what == "add" else None)
+        try:
+            problems = [ScrubProblem(**p) for p in said.pop("problems")]
+            return ScrubResult(**said, problems=problems)
+        except (AttributeError, KeyError, TypeError):
+            raise ProtocolError(f"'{store.path}' sent a malformed scrub result") from None
     specs = store.volume_specs()
     if volume is not None:
         specs = [spec for spec in specs if spec.name == volume]

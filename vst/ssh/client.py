@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from vst.store import Collection, ReflogEntry
 
 Warn = Callable[[str], None]
+Progress = Callable[[str, int], None]
 
 BATCH = 65536  # ids per request: the server's limit
 MAX_ANSWER = 300 * 1024 * 1024  # data in one answer: one record may be 256 MiB
@@ -83,8 +84,8 @@ class Connection:
                                cast(BinaryIO, self.process.stdin), f"'{url}'")
         self._send_lock = threading.Lock()
         # Answers still to come, in the order the requests went out: (future, data limit).
-        self._waiting: collections.deque[tuple[Future[tuple[Any, bytes]], int]] = \
-            collections.deque()
+        self._waiting: collections.deque[
+            tuple[Future[tuple[Any, bytes]], int, Progress | None]] = collections.deque()
         self._broken: VstError | None = None
         self.info = self._handshake()
         self._reader = threading.Thread(target=self._read_answers, daemon=True,
@@ -137,9 +138,11 @@ class Connection:
                                       "the host works")
 
     def call(self, op: str, body: bytes | None = None, limit: int = 0,
-             **args: Any) -> tuple[Any, bytes]:
-        """One request and its answer: (result, data)."""
-        return self._request(partial(self.channel.send, {"op": op, **args}, body), limit)
+             progress: Progress | None = None, **args: Any) -> tuple[Any, bytes]:
+        """One request and its answer: (result, data). ``progress`` gets what the server
+        says of a long operation: ("total", bytes) and ("add", bytes)."""
+        return self._request(partial(self.channel.send, {"op": op, **args}, body), limit,
+                             progress)
 
     def call_streaming(self, op: str, size: int, pieces: Iterator[bytes | memoryview],
                        **args: Any) -> Any:
@@ -147,13 +150,14 @@ class Connection:
         send = partial(self.channel.send_stream, {"op": op, **args}, size, pieces)
         return self._request(send, 0)[0]
 
-    def _request(self, send: Callable[[], None], limit: int) -> tuple[Any, bytes]:
+    def _request(self, send: Callable[[], None], limit: int,
+                 progress: Progress | None = None) -> tuple[Any, bytes]:
         answer: Future[tuple[Any, bytes]] = Future()
         with self._send_lock:
             if self._broken is not None:
                 raise self._broken
             self.requests += 1
-            self._waiting.append((answer, limit))
+            self._waiting.append((answer, limit, progress))
             try:
                 send()
             except PeerGone:
@@ -171,7 +175,10 @@ class Connection:
                     continue
                 if not self._waiting:
                     raise ProtocolError(f"'{self.url}' answered a request never sent")
-                answer, limit = self._waiting.popleft()
+                if "progress" in message:
+                    _report_progress(self._waiting[0][2], message["progress"])
+                    continue
+                answer, limit, _ = self._waiting.popleft()
                 if "error" in message:
                     answer.set_exception(error_from(message, self.url))
                 elif "ok" not in message:
@@ -590,6 +597,15 @@ class RemoteStore:
         from vst.store import descends
 
         return descends(self.odb, commit, ancestor)
+
+
+def _report_progress(progress: Progress | None, said: object) -> None:
+    if progress is None or not isinstance(said, dict):
+        return
+    for what in ("total", "add"):
+        value = said.get(what)
+        if isinstance(value, int) and not isinstance(value, bool):
+            progress(what, value)
 
 
 def _local_only(url: str) -> UsageError:

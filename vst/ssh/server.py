@@ -16,6 +16,7 @@ widen them.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import shlex
@@ -125,12 +126,14 @@ class Server:
             "packs_of": (self.packs_of, False),
             "policy": (self.policy, False),
             "short_packs": (self.short_packs, False),
+            "scrub": (self.scrub, False),
             "check_copies": (self.check_copies, False),
             "collection.create": (self.collection_create, True),
             "keyring.write": (self.keyring_write, True),
             "ref.update": (self.ref_update, True),
             "pack.put": (self.pack_put, True),
             "settle": (self.settle, True),
+            "replicate": (self.replicate, False),  # read-only: --dry-run only
         }
 
     # -- the loop -----------------------------------------------------------------------------
@@ -260,6 +263,38 @@ class Server:
     def short_packs(self, message: dict[str, Any]) -> Any:
         short = self.store.short_packs(field(message, "collection", str))
         return {pack.hex: size for pack, size in short.items()}
+
+    def scrub(self, message: dict[str, Any]) -> Any:
+        """Scrub the volumes here (needs no key), with progress sent as it goes."""
+        from vst.porcelain.scrub import scrub
+
+        subset = message.get("subset")
+        if subset is not None and not (isinstance(subset, list) and len(subset) == 2
+                                       and all(isinstance(n, int) for n in subset)):
+            raise ProtocolError("malformed subset")
+        result = scrub(self.store, volume=field(message, "volume", str, optional=True),
+                       subset=tuple(subset) if subset else None,
+                       resume=bool(message.get("resume")), progress=self._progress_add)
+        return dataclasses.asdict(result)
+
+    def replicate(self, message: dict[str, Any]) -> Any:
+        from vst.porcelain.replicate import replicate
+
+        dry_run = bool(message.get("dry_run"))
+        if self.modes.read_only and not dry_run:
+            raise Refused("this store is served read-only", hint="use --dry-run")
+        collections = field(message, "collections", list)
+        if not all(isinstance(c, str) for c in collections):
+            raise ProtocolError("malformed list of collections")
+        result = replicate(self.store, collections, dry_run=dry_run,
+                           on_start=self._progress_total, on_bytes=self._progress_add)
+        return dataclasses.asdict(result)
+
+    def _progress_total(self, total: int) -> None:
+        self._send({"progress": {"total": total}})
+
+    def _progress_add(self, done: int) -> None:
+        self._send({"progress": {"add": done}})
 
     # -- writing ------------------------------------------------------------------------------
 
