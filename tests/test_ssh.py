@@ -340,3 +340,57 @@ def test_scrub_and_replicate_run_on_the_server(remote: Remote, server_store: Pat
     damaged = remote.run("--json", "--store", url, "scrub", ok=False)
     assert damaged.code == 1
     assert json.loads(damaged.out.splitlines()[-1])["bad"] == 1
+
+
+def test_both_spellings_name_the_same_store(remote: Remote, server_store: Path,
+                                            tmp_path: Path) -> None:
+    if remote.kind != "pipe":
+        pytest.skip("one transport is enough")
+    work = tmp_path / "work"
+    work.mkdir()
+    remote.run("--store", f"ssh://nas{server_store}", "init", str(work), "-c", "c")
+    (work / "f").write_text("x\n")
+    remote.run("--store", f"nas:{server_store}", "-C", str(work), "commit", "-m", "x")
+    other = remote.run("--store", f"nas:{tmp_path}/elsewhere", "-C", str(work), "status",
+                       ok=False)
+    assert other.code == 2 and "belongs to the store" in other.err
+
+
+def test_an_interrupted_commit_leaves_the_store_as_it_was(remote: Remote, server_store: Path,
+                                                          tmp_path: Path) -> None:
+    """The client is killed while a pack is on its way: the server drops the partial pack,
+    the head does not move, and the next commit goes through."""
+    import signal
+    import subprocess
+    import time
+
+    if remote.kind != "pipe":
+        pytest.skip("one transport is enough")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "small.txt").write_text("before\n")
+    url = remote.url(server_store)
+    remote.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
+    remote.run("-C", str(work), "commit", "-m", "before")
+    head = remote.run("--store", url, "rev-parse", "c").out
+    (work / "big.bin").write_bytes(random.Random(3).randbytes(96 * 1024 * 1024))
+    env = {k: v for k, v in os.environ.items()}
+    env.update(remote.env)
+    process = subprocess.Popen([VST, "-C", str(work), "commit", "-m", "interrupted"],
+                               env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    spool = server_store / "tmp"
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith("-spool") for p in spool.glob(".tmp-*")):
+        assert process.poll() is None and time.monotonic() < deadline, "no pack was sent"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(p.name.endswith("-spool") for p in spool.glob(".tmp-*")):
+        assert time.monotonic() < deadline, "the server left its partial pack behind"
+        time.sleep(0.05)
+    assert remote.run("--store", url, "rev-parse", "c").out == head
+    assert vst_run("--store", str(server_store), "fsck").code == 0
+    remote.run("-C", str(work), "commit", "-m", "after")
+    assert remote.run("--store", url, "log", "--oneline", "c").out.count(b"\n") == 2

@@ -443,6 +443,10 @@ def _duration(seconds: float) -> str:
 
 def _same_store(a: str, b: str) -> bool:
     def canonical(url: str) -> str:
+        from vst.ssh.url import is_ssh, parse
+
+        if is_ssh(url):
+            return parse(url).url
         return os.path.realpath(url.removeprefix("file://")) if "://" not in url or \
             url.startswith("file://") else url
 
