@@ -71,11 +71,11 @@ def test_the_command_puts_options_before_the_destination_and_quotes_the_path() -
 
 def pair() -> tuple[Channel, io.BytesIO]:
     wire = io.BytesIO()
-    return Channel(io.BytesIO(), wire, "the peer"), wire  # type: ignore[arg-type]
+    return Channel(io.BytesIO(), wire, "the peer"), wire
 
 
 def reader(data: bytes) -> Channel:
-    return Channel(io.BytesIO(data), io.BytesIO(), "the peer")  # type: ignore[arg-type]
+    return Channel(io.BytesIO(data), io.BytesIO(), "the peer")
 
 
 def test_a_message_and_its_data_come_back_as_sent() -> None:
