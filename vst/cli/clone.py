@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vst.cli.app import App, human_size, plural, store_option
+from vst.cli.app import App, human_size, plural, store_option, tune_allocator
 
 
 @click.command("clone")
@@ -15,6 +15,7 @@ from vst.cli.app import App, human_size, plural, store_option
 @click.pass_obj
 def command(app: App, collection: str, directory: str | None, rev: str | None) -> None:
     """Restore COLLECTION into a new working copy DIR (default: ./COLLECTION)."""
+    tune_allocator()  # restores allocate and free megabytes per file
     from vst.porcelain.clone import clone
 
     store = app.open_store()

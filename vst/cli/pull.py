@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, tune_allocator
 
 KINDS = {
     "both changed": "changed here and there",
@@ -23,6 +23,7 @@ def command(app: App) -> None:
     Where a file changed both here and in the collection, yours stays and the other version
     is written next to it as NAME.vst-conflict-<id>.EXT. Exits 3 when there were conflicts.
     """
+    tune_allocator()  # restores allocate and free megabytes per file
     from vst.errors import PartialSuccess
     from vst.plumbing.quoting import quote
     from vst.porcelain.pull import pull

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from vst.cli.app import App, human_size, plural, store_option
+from vst.cli.app import App, human_size, plural, store_option, tune_allocator
 
 
 @click.command("restore")
@@ -27,6 +27,7 @@ def command(app: App, source: str | None, target: str | None, collection: str | 
     ('.' restores everything). With --to DIR they land under DIR at the same paths; with
     --collection no working copy is needed, and no PATH means everything.
     """
+    tune_allocator()  # restores allocate and free megabytes per file
     from vst.errors import UsageError
     from vst.plumbing.rev_parse import peel_to_commit
     from vst.porcelain.restore import restore, restore_in_working_copy

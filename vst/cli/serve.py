@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vst.cli.app import App
+from vst.cli.app import App, tune_allocator
 
 
 @click.command("serve")
@@ -24,5 +24,6 @@ def command(app: App, stdio: bool, restrict_to: tuple[str, ...], append_only: bo
     ($SSH_ORIGINAL_COMMAND), which may narrow the modes but never widen them."""
     from vst.ssh.server import Modes, serve_stdio
 
+    tune_allocator()  # packs arrive a megabyte at a time
     serve_stdio(store, Modes(read_only=read_only, append_only=append_only,
                              restrict_to=restrict_to))

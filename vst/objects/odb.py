@@ -118,6 +118,9 @@ class ObjectDatabase:
         self._sealings = sealings or _no_keys
         self.pack_size = pack_size
         self.compression_level = compression_level
+        # Writers fill packs in spool files that become the packs on a local volume (a
+        # link); a database that sends them elsewhere may keep them in memory instead.
+        self.spools_in_memory = False
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -505,13 +508,15 @@ class ObjectDatabase:
 
 
 class _Spooled(NamedTuple):
-    """A finished pack in a spool file, on its way to the volumes."""
+    """A finished pack in a spool file (or, for a database that keeps them in memory,
+    in ``data``; ``fd`` is then -1), on its way to the volumes."""
 
     pack: Oid
     fd: int
     path: str
     size: int
     pack_index: PackIndex
+    data: bytearray | None = None
 
 
 class ObjectWriter:
@@ -533,7 +538,7 @@ class ObjectWriter:
         self.short: dict[Oid, int] = {}
         self._reused: set[Oid] = set()  # objects asked for and found already stored
         self._pack: PackStream | None = None
-        self._spool: tuple[int, str] | None = None
+        self._spool: tuple[int, str, bytearray | None] | None = None
         self._pending: set[Oid] = set()
         self._queue: queue.Queue[_Spooled | None] = queue.Queue()
         self._error: BaseException | None = None
@@ -600,10 +605,15 @@ class ObjectWriter:
         if oid in self._pending:
             return
         if self._pack is None:
-            fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
-            self._spool = (fd, path)
-            self._pack = PackStream(partial(self.odb.fs.write_all, fd),
-                                    self.sealing.keyring_id)
+            if self.odb.spools_in_memory:
+                buffer = bytearray()
+                self._spool = (-1, "", buffer)
+                self._pack = PackStream(buffer.extend, self.sealing.keyring_id)
+            else:
+                fd, path = self.odb.fs.open_spool(self.odb.spool_dir)
+                self._spool = (fd, path, None)
+                self._pack = PackStream(partial(self.odb.fs.write_all, fd),
+                                        self.sealing.keyring_id)
         self._pack.add(oid, record)
         self._pending.add(oid)
         self.objects_written += 1
@@ -615,8 +625,8 @@ class ObjectWriter:
         if self._pack is None or self._spool is None:
             return
         pack, index = self._pack.finish()
-        fd, path = self._spool
-        spooled = _Spooled(pack, fd, path, self._pack.size, index)
+        fd, path, data = self._spool
+        spooled = _Spooled(pack, fd, path, self._pack.size, index, data)
         self._pack = self._spool = None
         self._hand_over(spooled)
 
@@ -645,11 +655,13 @@ class ObjectWriter:
         """Stop without keeping the pack being filled; packs already handed over finish."""
         if not self._closed:
             if self._spool is not None:
-                self._discard(*self._spool)
+                self._discard(*self._spool[:2])
                 self._pack = self._spool = None
             self._stop()
 
     def _discard(self, fd: int, path: str) -> None:
+        if fd < 0:
+            return  # a pack in memory
         try:
             os.close(fd)
         except OSError:

@@ -17,11 +17,13 @@ widen them.
 from __future__ import annotations
 
 import dataclasses
-import mmap
 import os
+import queue
 import shlex
 import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, NamedTuple
 
@@ -37,13 +39,15 @@ from vst.errors import (
     VstError,
 )
 from vst.objects.oid import Oid, is_full_hex
-from vst.ssh.protocol import PROTOCOL, Channel, error_message, field
+from vst.ssh.protocol import PROTOCOL, Channel, error_message, field, widen_pipe
 
 MAX_IDS = 65536  # ids in one batch ("have", "objects", "settle")
-MAX_RECORDS_OUT = 32 * 1024 * 1024  # bytes of records in one "objects" answer (at least one)
+MAX_RECORDS_OUT = 16 * 1024 * 1024  # bytes of records in one "objects" answer (at least one)
 MAX_PACK = 1024**3 + 64 * 1024 * 1024  # a pack's target size is at most 1 GiB, plus a record
 MAX_KEYRING = 1024 * 1024
 MAX_REFLOG_OUT = 64 * 1024 * 1024
+MAX_PACK_IN_MEMORY = 64 * 1024 * 1024  # larger packs are received into a spool file
+STORING = 2  # packs received and waiting to be made durable
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class Server:
         self.real_path = real_path
         self.modes = modes
         self.append_only = modes.append_only or store.append_only
+        self._send_lock = threading.Lock()  # warnings come from the storing thread too
+        self._storing = ThreadPoolExecutor(1, thread_name_prefix="vst-serve-store")
+        self._storing_slots = threading.BoundedSemaphore(STORING)
+        # Answers (a result, an error, or the Future of a pack being stored) in order.
+        self._replies: queue.Queue[Any] = queue.Queue()
         self.ops: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
             "collections": (self.collections, False),
             "keyrings": (self.keyrings, False),
@@ -139,6 +148,20 @@ class Server:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Answer requests until the client ends the session. Answers go out in the order
+        of the requests, from a thread of their own: a pack is made durable while the
+        next one comes in, and its answer leaves as soon as it is stored."""
+        replier = threading.Thread(target=self._send_replies, name="vst-serve-reply",
+                                   daemon=True)
+        replier.start()
+        try:
+            self._serve()
+        finally:
+            self._replies.put(_END)
+            replier.join()
+            self._storing.shutdown(wait=True)
+
+    def _serve(self) -> None:
         while True:
             message = self.channel.receive()
             if message is None:
@@ -153,28 +176,56 @@ class Server:
                 if writes and self.modes.read_only:
                     self._drain_small(message)
                     raise Refused("this store is served read-only")
+                if op != "pack.put":
+                    # Packs first, refs last: whatever comes after packs sees them stored
+                    # and indexed, and earlier answers (and their warnings) are out.
+                    self._replies.join()
                 self._check_still_there()
-                answer = handler(message)
+                self._replies.put(handler(message))
             except ProtocolError as exc:
                 # The stream may be out of step: say why, and end the session.
-                self._send(error_message(exc))
+                self._replies.put(exc)
                 return
             except VstError as exc:
-                self._send(error_message(exc))
-                continue
+                self._replies.put(exc)
             except Exception as exc:  # a bug: the client hears of it, the session ends
-                self._send(error_message(VstError(
-                    f"internal error on the server: {type(exc).__name__}: {exc}",
-                    hint="run 'vst serve' there with --debug, and report it")))
+                self._replies.put(_internal_error(exc))
                 raise
-            if isinstance(answer, _WithData):
-                self.channel.send({"ok": answer.result}, answer.data)
-            else:
-                self.channel.send({"ok": answer})
+
+    def _send_replies(self) -> None:
+        while True:
+            answer = self._replies.get()
+            try:
+                if answer is _END:
+                    return
+                if isinstance(answer, Future):
+                    try:
+                        answer = answer.result()
+                    except VstError as exc:
+                        answer = exc
+                    except Exception as exc:  # a bug while storing a pack: said, not hidden
+                        answer = _internal_error(exc)
+                self._reply(answer)
+            finally:
+                self._replies.task_done()
+
+    def _reply(self, answer: Any) -> None:
+        if isinstance(answer, VstError):
+            self._send(error_message(answer))
+            return
+        try:
+            with self._send_lock:
+                if isinstance(answer, _WithData):
+                    self.channel.send({"ok": answer.result}, answer.data)
+                else:
+                    self.channel.send({"ok": answer})
+        except VstError:
+            pass  # the client is gone: the next receive() ends the session
 
     def _send(self, message: dict[str, Any]) -> None:
         try:
-            self.channel.send(message)
+            with self._send_lock:
+                self.channel.send(message)
         except VstError:
             pass  # the client is gone: nobody to tell
 
@@ -357,28 +408,62 @@ class Server:
             # Same name, same bytes: nothing to write (and nothing is ever overwritten).
             self.channel.drain(message, MAX_PACK)
             return {"volumes": len(odb.index.pack_volumes(pack)), "stored": False}
-        fd, path = self.store.fs.open_spool(odb.spool_dir)
-        try:
-            hasher = blake3.blake3()
+        hasher = blake3.blake3()
+        if size <= MAX_PACK_IN_MEMORY:
+            # Received and checked in memory, written out by the storing thread while
+            # the next pack comes in; at most STORING packs wait for it.
+            data = bytearray()
 
-            def sink(piece: bytes) -> None:
+            def take(piece: bytes) -> None:
                 hasher.update(piece)
-                self.store.fs.write_all(fd, piece)
-            self.channel.read_data(message, MAX_PACK, sink)
+                data.extend(piece)
+            self.channel.read_data(message, MAX_PACK, take)
             if Oid(hasher.digest()) != pack:
                 raise CorruptPack(f"pack {pack}: the bytes sent do not match its name")
-            index = _checked_pack(path, size, pack, keyring)
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
+            index = _checked_pack(lambda offset, length: data[offset:offset + length],
+                                  size, pack, keyring)
+            spool: tuple[int, str] | None = None
+        else:
+            fd, path = self.store.fs.open_spool(odb.spool_dir)
+            try:
+                def write(piece: bytes) -> None:
+                    hasher.update(piece)
+                    self.store.fs.write_all(fd, piece)
+                self.channel.read_data(message, MAX_PACK, write)
+                if Oid(hasher.digest()) != pack:
+                    raise CorruptPack(f"pack {pack}: the bytes sent do not match its name")
+                with open(path, "rb") as spooled:
+                    index = _checked_pack(lambda offset, length: os.pread(
+                        spooled.fileno(), length, offset), size, pack, keyring)
+            except BaseException:
+                os.close(fd)
+                os.unlink(path)
+                raise
+            spool = (fd, path)
         from vst.objects.odb import _Spooled
 
         placement = self.store.placement(collection)
-        volumes = odb.store_spooled(_Spooled(pack, fd, path, size, index), placement)
-        odb.index.add_packs([(pack, size, index, volumes)], owner=collection)
-        return {"volumes": len(volumes), "copies": placement.copies,
-                "policy": placement.policy, "stored": True}
+
+        def store() -> Any:
+            try:
+                if spool is None:
+                    fd, path = self.store.fs.open_spool(odb.spool_dir)
+                    try:
+                        self.store.fs.write_all(fd, data)
+                    except BaseException:
+                        os.close(fd)
+                        os.unlink(path)
+                        raise
+                else:
+                    fd, path = spool
+                volumes = odb.store_spooled(_Spooled(pack, fd, path, size, index), placement)
+                odb.index.add_packs([(pack, size, index, volumes)], owner=collection)
+            finally:
+                self._storing_slots.release()
+            return {"volumes": len(volumes), "copies": placement.copies,
+                    "policy": placement.policy, "stored": True}
+        self._storing_slots.acquire()
+        return self._storing.submit(store)
 
     def _collection_keyring_id(self, collection: str | None) -> bytes | None:
         """The keyring id the packs of ``collection`` must name (None: unencrypted)."""
@@ -396,6 +481,14 @@ class Server:
         return {pack.hex: copies for pack, copies in short.items()}
 
 
+_END = object()  # no more answers: the session ends
+
+
+def _internal_error(exc: Exception) -> VstError:
+    return VstError(f"internal error on the server: {type(exc).__name__}: {exc}",
+                    hint="run 'vst serve' there with --debug, and report it")
+
+
 class _WithData(NamedTuple):
     """An answer with data."""
 
@@ -409,33 +502,41 @@ def _oid(text: str) -> Oid:
     return Oid.from_hex(text)
 
 
-def _checked_pack(path: str, size: int, pack: Oid, keyring: bytes | None) -> Any:
-    """The index of the pack in ``fd``, checked as a reader would (header, footer, index),
-    naming ``keyring`` (None: an unencrypted pack), and its records: an unencrypted
-    record must hold what its id says (others dedup against it), an encrypted one must
-    be framed as one (only its keyring's holders can open it)."""
-    from vst.objects.pack import MIN_PACK_SIZE, parse_pack
-    from vst.objects.seal import NO_KEYRING, PLAIN, verify_record
+def _checked_pack(load: Callable[[int, int], bytes | bytearray], size: int, pack: Oid,
+                  keyring: bytes | None) -> Any:
+    """The index of a pack read through ``load(offset, length)``, checked as a reader would
+    (header, footer, index), naming ``keyring`` (None: an unencrypted pack), and its
+    records: in an unencrypted pack every record must be unencrypted and hold what its id
+    says (other collections dedup against it); in a keyring's pack every record must be
+    framed as an encrypted one (only the keyring's holders can open it)."""
+    from vst.crypto.records import OVERHEAD
+    from vst.objects.pack import KEYED_MAGIC, MAGIC, MIN_PACK_SIZE, read_index
+    from vst.objects.seal import HEADER, INNER, NO_KEYRING, PLAIN, read_header, verify_record
 
     name = pack.hex
     if size < MIN_PACK_SIZE:
         raise CorruptPack(f"pack {name}: too small ({size} bytes)")
-    with open(path, "rb") as spool, \
-            mmap.mmap(spool.fileno(), size, prot=mmap.PROT_READ) as mapped:
-        view = memoryview(mapped)
-        try:
-            index = parse_pack(view, name)
-            wanted = keyring or NO_KEYRING
-            if index.keyring_id != wanted:
-                raise CorruptPack(f"pack {name}: sealed for another keyring than the "
-                                  "collection's")
-            where = f"pack {name} as sent"
-            for entry in index:
-                record = view[entry.offset:entry.offset + entry.length]
-                verify_record(record, entry.oid, None if keyring else PLAIN, where)
-                del record
-        finally:
-            view.release()
+    index = read_index(lambda offset, length: bytes(load(offset, length)), size, name)
+    if index.keyring_id != (keyring or NO_KEYRING):
+        raise CorruptPack(f"pack {name}: sealed for another keyring than the collection's")
+    if bytes(load(0, 8)) != (KEYED_MAGIC if keyring else MAGIC):
+        raise CorruptPack(f"pack {name}: header and footer disagree on the version")
+    where = f"pack {name} as sent"
+    for entry in index:
+        if keyring:  # the framing is all that can be checked: its header will do
+            header = read_header(bytes(load(entry.offset, HEADER.size)), where)
+            if not header.encrypted:
+                raise CorruptPack(f"pack {name}: object {entry.oid} is not encrypted in a "
+                                  "keyring's pack")
+            if header.oid != entry.oid or entry.length < HEADER.size + OVERHEAD + INNER.size:
+                raise CorruptPack(f"pack {name}: object {entry.oid} is not framed as an "
+                                  "encrypted record")
+            continue
+        record = bytes(load(entry.offset, entry.length))
+        if read_header(record, where).encrypted:
+            raise CorruptPack(f"pack {name}: object {entry.oid} is encrypted in an "
+                              "unencrypted pack")
+        verify_record(record, entry.oid, PLAIN, where)
     return index
 
 
@@ -444,6 +545,8 @@ def serve_stdio(path: str | None, modes: Modes, stdin: BinaryIO | None = None,
     """Serve one session on stdin/stdout; errors before the greeting are sent as the
     greeting (the client shows them), and end the session."""
     channel = Channel(stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, "the client")
+    widen_pipe(channel.reader.fileno())
+    widen_pipe(channel.writer.fileno())
     try:
         store_path, modes = requested(path, modes)
         real = confine(store_path, modes.restrict_to)
