@@ -62,7 +62,8 @@ class RawSession:
 
     def _collect(self) -> None:
         assert self.process.stderr is not None
-        for chunk in iter(lambda: self.process.stderr.read1(65536), b""):  # type: ignore[union-attr]
+        fd = self.process.stderr.fileno()
+        while chunk := os.read(fd, 65536):
             self._stderr.append(chunk)
 
     def _kill(self) -> None:
@@ -86,6 +87,11 @@ class RawSession:
         """Send one request; return the answer (skipping ``warn`` messages; None at the end
         of the stream) and its data."""
         self.send(message(fields, data))
+        return self.answer()
+
+    def answer(self) -> tuple[dict[str, Any] | None, bytes]:
+        """The next message that is not a ``warn`` (None at the end of the stream), and its
+        data."""
         while True:
             answer = self.receive()
             if answer is None or "warn" not in answer:

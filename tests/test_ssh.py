@@ -394,3 +394,32 @@ def test_an_interrupted_commit_leaves_the_store_as_it_was(remote: Remote, server
     assert vst_run("--store", str(server_store), "fsck").code == 0
     remote.run("-C", str(work), "commit", "-m", "after")
     assert remote.run("--store", url, "log", "--oneline", "c").out.count(b"\n") == 2
+
+
+def test_what_is_refused_before_any_harm(remote: Remote, server_store: Path,
+                                         tmp_path: Path) -> None:
+    """A store is not created under a folder named like an address; a committer with a
+    TAB (it would end the signature early in the reflog) is refused; a keyring is not
+    rotated over SSH (it rewrites every pack on the server's volumes)."""
+    if remote.kind != "pipe":
+        pytest.skip("one transport is enough")
+    os.chdir(tmp_path)
+    made = remote.run("store", "init", "nas:elsewhere", ok=False)
+    assert made.code == 2 and not (tmp_path / "nas:elsewhere").exists()
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "f").write_text("x\n")
+    url = remote.url(server_store)
+    remote.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
+    tabbed = vst_run("-C", str(work), "commit", "-m", "x",
+                     env={**remote.env, "VST_COMMITTER_NAME": "Eve\tTab"})
+    assert tabbed.code == 2, tabbed.err
+    remote.run("-C", str(work), "commit", "-m", "x")
+    remote.run("--store", url, "rev-parse", "c@{0}")  # the reflog reads
+    remote.run("--store", url, "collection", "create", "secret")
+    keyring = next(iter(json.loads(line) for line in remote.run(
+        "--json", "--store", url, "key", "list").out.splitlines()
+        if json.loads(line).get("type") == "keyring"))["name"]
+    rotated = remote.run("--store", url, "key", "rotate", "secret", ok=False)
+    assert rotated.code == 2 and "rotated on the machine" in rotated.err
+    assert sorted(p.name for p in (server_store / "keys").glob("*.toml")) == [f"{keyring}.toml"]

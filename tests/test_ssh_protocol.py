@@ -31,6 +31,7 @@ from vst.ssh.url import SshAddress, is_ssh, parse
     ("ssh://nas/~/stores/mine", SshAddress(None, "nas", None, "stores/mine")),
     ("ssh://[::1]:22/srv", SshAddress(None, "::1", 22, "/srv")),
     ("ssh://nas/srv/with%20space", SshAddress(None, "nas", None, "/srv/with space")),
+    ("nas:~/stores/mine", SshAddress(None, "nas", None, "stores/mine")),
 ])
 def test_addresses_parse_as_git_reads_them(url: str, address: SshAddress) -> None:
     assert is_ssh(url)
@@ -53,6 +54,12 @@ def test_local_paths_are_not_ssh(path: str) -> None:
 def test_bad_addresses_are_refused_before_anything_runs(url: str) -> None:
     with pytest.raises(UsageError):
         parse(url)
+
+
+def test_an_address_with_control_characters_is_shown_escaped() -> None:
+    with pytest.raises(UsageError) as refused:
+        parse("ho\nst:/srv")
+    assert "\n" not in refused.value.message and "ho\\nst" in refused.value.message
 
 
 def test_the_command_puts_options_before_the_destination_and_quotes_the_path() -> None:

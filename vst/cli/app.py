@@ -70,7 +70,9 @@ class App:
         if os.path.isfile("config.toml") and os.path.isdir("refs"):
             return "."
         own = self.default_store_path()
-        if os.path.isfile(os.path.join(own, "config.toml")):
+        from vst.ssh.url import is_ssh
+
+        if is_ssh(own) or os.path.isfile(os.path.join(own, "config.toml")):
             return own
         raise NotAStore("no store given, and you have no store of your own yet",
                         hint="'vst init' creates one; or pass --store PATH or set VST_STORE")

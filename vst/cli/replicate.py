@@ -43,8 +43,9 @@ def command(app: App, collections: tuple[str, ...], dry_run: bool) -> None:
         click.echo(f"{verb} {plural(len(result.copied), 'pack')} ({human_size(size)}); "
                    f"{plural(result.packs, 'pack')} checked", err=True)
         if result.unwalked:
-            app.warn(f"no key here for {', '.join(result.unwalked)}: their packs are those "
-                     "the index recorded their commits using, not a walk of their history")
+            app.warn(f"no key for {', '.join(result.unwalked)} where replicate ran: their "
+                     "packs are those the index recorded their commits using, not a walk "
+                     "of their history")
         if result.vanished:
             copies = "copy" if result.vanished == 1 else "copies"
             app.warn(f"{result.vanished} pack {copies} recorded in the index "

@@ -17,8 +17,15 @@ def command() -> None:
 @click.pass_obj
 def init(app: App, path: str) -> None:
     """Create a new store at PATH, with one local volume inside it."""
+    from vst.ssh.url import is_ssh
     from vst.store import Store
 
+    if is_ssh(path):
+        from vst.errors import UsageError
+
+        raise UsageError(f"'{path}' is on another machine: a store is created where it lives",
+                         hint="run 'vst store init PATH' there, over ssh (or name a local "
+                              "path with ./)")
     store = Store.init(path, warn=app.warn)
     if app.json:
         app.emit_json({"type": "store", "path": store.path, "id": store.store_id})

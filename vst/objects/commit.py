@@ -37,8 +37,9 @@ class Signature:
 
     def problem(self) -> str | None:
         for label, text in (("name", self.name), ("email", self.email)):
-            if any(c in text for c in "<>\n"):
-                return f"{label} may not contain '<', '>' or a newline"
+            # A TAB would also end the signature early in a reflog line (old new who\tmsg).
+            if any(c in "<>" or ord(c) < 0x20 or c == "\x7f" for c in text):
+                return f"{label} may not contain '<', '>' or a control character"
         if self.name != self.name.strip():
             return "name may not start or end with whitespace"
         if not -(2**63) <= self.time < 2**63:

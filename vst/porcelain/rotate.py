@@ -56,7 +56,13 @@ def rotate_keyring(store: Store, name: str, *, drop: Sequence[str] = (),
                    on_bytes: Callable[[int], None] = lambda _n: None) -> RotateResult:
     from vst.crypto.kek import CommandKek, PassphraseKek
     from vst.crypto.keyring import Keyring, KeyringFile
+    from vst.ssh.client import RemoteStore
 
+    if isinstance(store, RemoteStore):
+        # It rewrites every pack of the keyring on the store's volumes: a job for the
+        # machine holding them, where the user's key must then be at hand.
+        raise UsageError(f"keyrings of '{store.path}' are rotated on the machine that "
+                         "holds the store", hint="run 'vst key rotate' there")
     old_file = store.keyrings.read(name)
     old = store.keyrings.unlock(name)
     users = [c for c in store.collection_names() if store.collection_keyring(c) == name]

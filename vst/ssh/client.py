@@ -11,6 +11,7 @@ machine holding the store (volumes, policies, scrub, repair, ...) says so.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -56,6 +57,7 @@ MAX_ANSWER = 300 * 1024 * 1024  # data in one answer: one record may be 256 MiB
 STDERR_KEPT = 20  # lines of ssh's stderr kept to explain a failure
 SEND_PIECE = 1024 * 1024
 MAX_PACK_IN_MEMORY = 64 * 1024 * 1024
+MAX_LISTING = 256 * 1024 * 1024  # the list of collections (~200 bytes each)
 
 
 class Connection:
@@ -429,6 +431,7 @@ class RemoteKeyrings(Keyrings):
     def __init__(self, connection: Connection, store_id: str) -> None:
         super().__init__("", store_id, DEFAULT_FS, lambda _name, _data: None)
         self.connection = connection
+        self._files: dict[str, KeyringFile] = {}
 
     def names(self) -> list[str]:
         result, _ = self.connection.call("keyrings")
@@ -440,14 +443,19 @@ class RemoteKeyrings(Keyrings):
     def read(self, name: str) -> KeyringFile:
         from vst.crypto.keyring import KeyringFile
 
-        _, data = self.connection.call("keyring.read", limit=1024 * 1024, name=name)
-        return KeyringFile.decode(data, f"{self.connection.url} keys/{name}.toml")
+        # Read once a command: opening a collection asks for its keyring several times.
+        if name not in self._files:
+            _, data = self.connection.call("keyring.read", limit=1024 * 1024, name=name)
+            self._files[name] = KeyringFile.decode(data,
+                                                   f"{self.connection.url} keys/{name}.toml")
+        return self._files[name]
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         yield  # the server writes each keyring file under its lock
 
     def write(self, file: KeyringFile, *, new: bool = False) -> None:
+        self._files.pop(file.name, None)
         self.connection.call("keyring.write", file.encode(), new=new)
         self._by_id = None
 
@@ -514,8 +522,13 @@ class RemoteStore:
 
     def _listing(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
         if self._collections is None or refresh:
-            result, _ = self.connection.call("collections")
-            self._collections = {item["name"]: item for item in result}
+            _, data = self.connection.call("collections", limit=MAX_LISTING)
+            try:
+                listing = json.loads(data)
+                self._collections = {item["name"]: item for item in listing}
+            except (ValueError, TypeError, KeyError):
+                raise ProtocolError(f"'{self.path}' sent a malformed list of "
+                                    "collections") from None
         return self._collections
 
     def _collection(self, name: str) -> dict[str, Any]:

@@ -118,7 +118,7 @@ class Channel:
             raise ProtocolError(f"{self.peer} sent data where a message was expected")
         try:
             message = json.loads(payload)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # [[[[... is too deep
             raise ProtocolError(f"{self.peer} sent a message that is not JSON") from None
         if not isinstance(message, dict):
             raise ProtocolError(f"{self.peer} sent a message that is not a JSON object")

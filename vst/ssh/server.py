@@ -17,6 +17,7 @@ widen them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import shlex
@@ -244,10 +245,13 @@ class Server:
     # -- reading ------------------------------------------------------------------------------
 
     def collections(self, _message: dict[str, Any]) -> Any:
-        return [{"name": c.name, "head": c.head.hex if c.head else None,
-                 "keyring": self.store.collection_keyring(c.name),
-                 "policy": self.store.collection_policy(c.name)}
-                for c in self.store.collections()]
+        # As data, not in the answer itself: a store may hold more collections than one
+        # message can list.
+        listing = [{"name": c.name, "head": c.head.hex if c.head else None,
+                    "keyring": self.store.collection_keyring(c.name),
+                    "policy": self.store.collection_policy(c.name)}
+                   for c in self.store.collections()]
+        return _WithData(None, json.dumps(listing, separators=(",", ":")).encode())
 
     def keyrings(self, _message: dict[str, Any]) -> Any:
         return self.store.keyrings.names()
@@ -382,6 +386,9 @@ class Server:
             committer = Signature.decode(field(message, "committer", str).encode())
         except (ValueError, VstError):
             raise ProtocolError("malformed committer") from None
+        problem = committer.problem()
+        if problem:
+            raise UsageError(f"committer: {problem}")
         was_append_only = self.store.append_only
         self.store.append_only = self.append_only
         try:

@@ -57,16 +57,29 @@ def is_ssh(url: str) -> bool:
     return colon > 0 and (slash < 0 or colon < slash)
 
 
+def shown(url: str) -> str:
+    """``url`` for a one-line message: control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in url)
+
+
 def parse(url: str) -> SshAddress:
     """The address in ``url`` (UsageError for a malformed one, or a host or user that
     ssh would take for an option)."""
+    try:
+        return _parse(url)
+    except UsageError as exc:
+        raise UsageError(exc.message.replace(f"'{url}'", f"'{shown(url)}'"),
+                         hint=exc.hint) from None
+
+
+def _parse(url: str) -> SshAddress:
     if url.startswith("ssh://"):
         rest = url[len("ssh://"):]
         authority, slash, path = rest.partition("/")
         if not slash or not path:
             raise UsageError(f"'{url}': no path to the store after the host")
         path = unquote(path)
-        path = path[2:] if path.startswith("~/") else "/" + path
+        path = (path[2:] or ".") if path.startswith("~/") else "/" + path
         user, at, hostport = authority.rpartition("@")
         if hostport.startswith("["):
             host, bracket, after = hostport[1:].partition("]")
@@ -86,6 +99,8 @@ def parse(url: str) -> SshAddress:
         user, at, host = destination.rpartition("@")
         if not path:
             raise UsageError(f"'{url}': no path to the store after the host")
+        if path.startswith("~/"):  # the remote home, which relative paths start from
+            path = path[2:] or "."
         address = SshAddress(user if at else None, host, None, path)
     _check(address, url)
     return address
