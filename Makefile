@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv services demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-deps clean
+.PHONY: all venv services demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-ssh bench-deps clean
 
 all: test
 
@@ -77,6 +77,12 @@ bench-workflow: venv bench-deps
 bench-volumes: venv
 	$(BIN)/python -m compileall -q vst
 	$(BIN)/python -m bench.volumes --weed $(BIN)/weed $(BENCH_ARGS)
+
+# A first commit and a clone over SSH, to an sshd on loopback that it starts (`services`
+# installs openssh-server), against the same on a local store; the round trips of each.
+bench-ssh: venv services
+	$(BIN)/python -m compileall -q vst
+	$(BIN)/python -m bench.ssh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

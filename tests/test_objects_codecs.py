@@ -63,7 +63,7 @@ trees = entry_lists.map(Tree.from_entries)
 
 # A signature's name and email never hold '<', '>' or a newline; the name carries no
 # surrounding whitespace. Surrogates cannot be encoded, so they are excluded.
-_sig_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="<>\n"),
+_sig_text = st.text(st.characters(blacklist_categories=["Cs", "Cc"], blacklist_characters="<>"),
                     max_size=20)
 signatures = st.builds(
     Signature,
