@@ -11,6 +11,7 @@ passes through) is collected whole in ``stderr`` once ``finish`` returns.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -28,9 +29,15 @@ def frame(kind: bytes, payload: bytes) -> bytes:
     return LENGTH.pack(len(payload) + 1) + kind + payload
 
 
+_ids = itertools.count(1)
+
+
 def message(fields: Mapping[str, Any], data: bytes | None = None) -> bytes:
     """A J frame holding ``fields`` (with ``"data": len(data)`` when given), then the data
-    in B frames."""
+    in B frames. A request (an ``op`` other than ``hello``) gets an ``id`` unless it has
+    one, as vst's client gives each."""
+    if "op" in fields and fields["op"] != "hello" and "id" not in fields:
+        fields = {**fields, "id": next(_ids)}
     if data is not None:
         fields = {**fields, "data": len(data)}
     out = frame(b"J", json.dumps(fields, separators=(",", ":")).encode())

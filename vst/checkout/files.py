@@ -11,7 +11,7 @@ import signal
 import stat
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,6 +49,7 @@ TEMP_PREFIX = b".vst-tmp-"
 # Threads reading, verifying (decrypting) and writing the chunks of one large file: two
 # keep both cores of a small machine busy on a single 1 GiB file.
 LARGE_FILE_THREADS = 2
+CHUNK_BATCH_BYTES = 4 * 1024 * 1024  # of a large file's chunks, read together
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _SETID = stat.S_ISUID | stat.S_ISGID
 _USER_XATTR = "xattr.user."
@@ -154,32 +155,35 @@ class _Writer:
     def _write_chunks(self, fd: int, path: bytes, chunks_oid: Oid,
                       chunks: Sequence[ChunkRef]) -> None:
         """Read, verify (and decrypt) the chunks of one file in LARGE_FILE_THREADS threads,
-        each written at its offset: one large file no longer waits on one core. At most a
-        few chunks are held at once; every thread is done before this returns (the caller
-        closes ``fd``), and the first failure stops the others."""
+        a few chunks a read (one request to a store over SSH, one read of nearby records
+        on a volume), each written at its offset: one large file no longer waits on one
+        core. At most a few batches are held at once; every thread is done before this
+        returns (the caller closes ``fd``), and the first failure stops the others."""
         failed = threading.Event()
 
-        def put(chunk: ChunkRef, offset: int) -> None:
+        def put(batch: list[tuple[ChunkRef, int]]) -> None:
             if self.stop.is_set() or failed.is_set():
                 raise Interrupted(f"stopped while writing '{_shown(path)}'")
-            kind, data = self.odb.get(chunk.oid)
-            if kind != ObjectType.BLOB or len(data) != chunk.size:
-                raise CorruptObject(
-                    f"'{_shown(path)}': chunk {chunk.oid} is a {kind.label} of "
-                    f"{len(data)} bytes, chunks object {chunks_oid} says a blob of "
-                    f"{chunk.size}")
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view, offset = view[written:], offset + written
+            found = self.odb.read_many([(chunk.oid, chunk.size) for chunk, _ in batch],
+                                       self.packs)
+            for (chunk, offset), read in zip(batch, found, strict=True):
+                # None: the caller's get() says what is wrong (another copy may serve it).
+                kind, data = read or self.odb.get(chunk.oid)
+                if kind != ObjectType.BLOB or len(data) != chunk.size:
+                    raise CorruptObject(
+                        f"'{_shown(path)}': chunk {chunk.oid} is a {kind.label} of "
+                        f"{len(data)} bytes, chunks object {chunks_oid} says a blob of "
+                        f"{chunk.size}")
+                view = memoryview(data)
+                while view:
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
 
         pending: deque[Future[None]] = deque()
-        offset = 0
         with ThreadPoolExecutor(LARGE_FILE_THREADS, thread_name_prefix="vst-chunks") as pool:
             try:
-                for chunk in chunks:
-                    pending.append(pool.submit(put, chunk, offset))
-                    offset += chunk.size
+                for batch in _batches(chunks):
+                    pending.append(pool.submit(put, batch))
                     if len(pending) >= 2 * LARGE_FILE_THREADS:
                         pending.popleft().result()
                 while pending:
@@ -285,6 +289,22 @@ def _set_xattrs(fd: int, entry: TreeEntry, notes: dict[str, str]) -> None:
 
 
 _process_writer: _Writer | VstError | None = None
+
+
+def _batches(chunks: Sequence[ChunkRef]) -> Iterator[list[tuple[ChunkRef, int]]]:
+    """The chunks of a file with their offsets, a few at a time (up to CHUNK_BATCH_BYTES,
+    at least one)."""
+    batch: list[tuple[ChunkRef, int]] = []
+    size = offset = 0
+    for chunk in chunks:
+        if batch and size + chunk.size > CHUNK_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+        batch.append((chunk, offset))
+        size += chunk.size
+        offset += chunk.size
+    if batch:
+        yield batch
 
 
 def _process_init(store: str, index: str,

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from vst.errors import (
@@ -62,9 +61,10 @@ MAX_LISTING = 256 * 1024 * 1024  # the list of collections (~200 bytes each)
 
 class Connection:
     """One ``ssh ... vst serve --stdio PATH`` process and the framed stream to it, shared
-    by the command's threads. Requests are pipelined: a thread sends its request and waits
-    for its answer without holding the stream, so the server works on the next request
-    while this process opens the records of the last (the server answers in order)."""
+    by the command's threads. Requests are pipelined: a thread sends its request (with an
+    id) and waits for the answer with that id without holding the stream, so the server
+    works on the next request while this process opens the records of the last, and
+    answers a question about ids while a pack is still being made durable."""
 
     def __init__(self, argv: list[str], url: str, warn: Warn) -> None:
         self.url = url
@@ -88,9 +88,8 @@ class Connection:
         self.channel = Channel(cast(BinaryIO, self.process.stdout),
                                cast(BinaryIO, self.process.stdin), f"'{url}'")
         self._send_lock = threading.Lock()
-        # Answers still to come, in the order the requests went out: (future, data limit).
-        self._waiting: collections.deque[
-            tuple[Future[tuple[Any, bytes]], int, Progress | None]] = collections.deque()
+        # Answers still to come, by request id: (future, data limit, progress).
+        self._waiting: dict[int, tuple[Future[tuple[Any, bytearray]], int, Progress | None]] = {}
         self._broken: VstError | None = None
         self.info = self._handshake()
         self._reader = threading.Thread(target=self._read_answers, daemon=True,
@@ -143,28 +142,29 @@ class Connection:
                                       "the host works")
 
     def call(self, op: str, body: bytes | None = None, limit: int = 0,
-             progress: Progress | None = None, **args: Any) -> tuple[Any, bytes]:
+             progress: Progress | None = None, **args: Any) -> tuple[Any, bytearray]:
         """One request and its answer: (result, data). ``progress`` gets what the server
         says of a long operation: ("total", bytes) and ("add", bytes)."""
-        return self._request(partial(self.channel.send, {"op": op, **args}, body), limit,
-                             progress)
+        return self._request(lambda request: self.channel.send(
+            {"op": op, "id": request, **args}, body), limit, progress)
 
     def call_streaming(self, op: str, size: int, pieces: Iterator[bytes | memoryview],
                        **args: Any) -> Any:
         """A request whose ``size`` bytes of data come from ``pieces``."""
-        send = partial(self.channel.send_stream, {"op": op, **args}, size, pieces)
-        return self._request(send, 0)[0]
+        return self._request(lambda request: self.channel.send_stream(
+            {"op": op, "id": request, **args}, size, pieces), 0)[0]
 
-    def _request(self, send: Callable[[], None], limit: int,
-                 progress: Progress | None = None) -> tuple[Any, bytes]:
-        answer: Future[tuple[Any, bytes]] = Future()
+    def _request(self, send: Callable[[int], None], limit: int,
+                 progress: Progress | None = None) -> tuple[Any, bytearray]:
+        answer: Future[tuple[Any, bytearray]] = Future()
         with self._send_lock:
             if self._broken is not None:
                 raise self._broken
             self.requests += 1
-            self._waiting.append((answer, limit, progress))
+            request = self.requests
+            self._waiting[request] = (answer, limit, progress)
             try:
-                send()
+                send(request)
             except PeerGone:
                 pass  # the reader sees the end of the stream and says why
         return answer.result()
@@ -178,28 +178,37 @@ class Connection:
                 if "warn" in message:
                     self.warn(f"{self.url}: {message['warn']}")
                     continue
-                if not self._waiting:
+                request = message.get("id")
+                if request is None and "error" in message:
+                    raise error_from(message, self.url)  # the session ends with it
+                with self._send_lock:
+                    waiting = self._waiting.get(request) if isinstance(request, int) \
+                        else None
+                if waiting is None or not isinstance(request, int):
                     raise ProtocolError(f"'{self.url}' answered a request never sent")
                 if "progress" in message:
-                    _report_progress(self._waiting[0][2], message["progress"])
+                    _report_progress(waiting[2], message["progress"])
                     continue
-                answer, limit, _ = self._waiting.popleft()
+                answer, limit, _ = waiting
+                with self._send_lock:
+                    del self._waiting[request]
                 if "error" in message:
                     answer.set_exception(error_from(message, self.url))
                 elif "ok" not in message:
                     raise ProtocolError(f"'{self.url}' sent an answer without a result")
                 else:
-                    answer.set_result((message["ok"], self.channel.body(message, limit)))
+                    answer.set_result((message["ok"], self.channel.buffer(message, limit)))
         except BaseException as exc:
             broken = self._unreachable() if isinstance(exc, PeerGone) else \
                 exc if isinstance(exc, VstError) else \
                 ProtocolError(f"'{self.url}': {type(exc).__name__}: {exc}")
             with self._send_lock:
                 self._broken = broken
-                while self._waiting:
-                    self._waiting.popleft()[0].set_exception(broken)
+                for answer, _, _ in self._waiting.values():
+                    answer.set_exception(broken)
+                self._waiting.clear()
 
-    def _answer(self, limit: int) -> tuple[Any, bytes]:
+    def _answer(self, limit: int) -> tuple[Any, bytearray]:
         while True:
             message = self.channel.receive()
             if message is None:
@@ -211,7 +220,7 @@ class Connection:
                 raise error_from(message, self.url)
             if "ok" not in message:
                 raise ProtocolError(f"'{self.url}' sent an answer without a result")
-            return message["ok"], self.channel.body(message, limit)
+            return message["ok"], self.channel.buffer(message, limit)
 
     def close(self) -> None:
         with self._send_lock:
@@ -446,7 +455,7 @@ class RemoteKeyrings(Keyrings):
         # Read once a command: opening a collection asks for its keyring several times.
         if name not in self._files:
             _, data = self.connection.call("keyring.read", limit=1024 * 1024, name=name)
-            self._files[name] = KeyringFile.decode(data,
+            self._files[name] = KeyringFile.decode(bytes(data),
                                                    f"{self.connection.url} keys/{name}.toml")
         return self._files[name]
 
@@ -616,7 +625,7 @@ class RemoteStore:
 
         _, data = self.connection.call("reflog", limit=64 * 1024 * 1024, name=name)
         try:
-            return [ReflogEntry.decode(line) for line in data.split(b"\n") if line]
+            return [ReflogEntry.decode(bytes(line)) for line in data.split(b"\n") if line]
         except (ValueError, VstError):
             raise ProtocolError(f"'{self.path}' sent a malformed reflog") from None
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import queue
 import shlex
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, BinaryIO, NamedTuple
 
 import blake3
@@ -49,6 +49,10 @@ MAX_KEYRING = 1024 * 1024
 MAX_REFLOG_OUT = 64 * 1024 * 1024
 MAX_PACK_IN_MEMORY = 64 * 1024 * 1024  # larger packs are received into a spool file
 STORING = 2  # packs received and waiting to be made durable
+# Requests answered at once, while packs are still being stored: they do not depend on
+# those packs (a client knows what it is sending; the others read other files).
+UNORDERED = frozenset({"have", "collections", "keyrings", "keyring.read", "ref.read",
+                       "policy"})
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,8 @@ class Server:
         self._send_lock = threading.Lock()  # warnings come from the storing thread too
         self._storing = ThreadPoolExecutor(1, thread_name_prefix="vst-serve-store")
         self._storing_slots = threading.BoundedSemaphore(STORING)
-        # Answers (a result, an error, or the Future of a pack being stored) in order.
-        self._replies: queue.Queue[Any] = queue.Queue()
+        self._stores: set[Future[Any]] = set()  # packs being made durable
+        self._request = 0  # the id of the request being handled (for its progress)
         self.ops: dict[str, tuple[Callable[[dict[str, Any]], Any], bool]] = {
             "collections": (self.collections, False),
             "keyrings": (self.keyrings, False),
@@ -149,26 +153,25 @@ class Server:
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Answer requests until the client ends the session. Answers go out in the order
-        of the requests, from a thread of their own: a pack is made durable while the
-        next one comes in, and its answer leaves as soon as it is stored."""
-        replier = threading.Thread(target=self._send_replies, name="vst-serve-reply",
-                                   daemon=True)
-        replier.start()
+        """Answer requests until the client ends the session. Each answer carries the id
+        of its request, so a pack can be made durable while the next requests come in and
+        are answered; its answer leaves as soon as it is stored."""
         try:
             self._serve()
         finally:
-            self._replies.put(_END)
-            replier.join()
-            self._storing.shutdown(wait=True)
+            self._storing.shutdown(wait=True)  # the packs under way are answered
 
     def _serve(self) -> None:
         while True:
             message = self.channel.receive()
             if message is None:
                 return
-            op = message.get("op")
+            op, request = message.get("op"), message.get("id")
+            if not isinstance(request, int) or isinstance(request, bool):
+                request = None
             try:
+                if request is None:
+                    raise ProtocolError("a request without an id")
                 handler, writes = self.ops.get(op, (None, False)) if isinstance(op, str) \
                     else (None, False)
                 if handler is None:
@@ -177,49 +180,51 @@ class Server:
                 if writes and self.modes.read_only:
                     self._drain_small(message)
                     raise Refused("this store is served read-only")
-                if op != "pack.put":
-                    # Packs first, refs last: whatever comes after packs sees them stored
-                    # and indexed, and earlier answers (and their warnings) are out.
-                    self._replies.join()
+                if op not in UNORDERED:
+                    # Packs first, refs last: what comes after packs sees them stored
+                    # and indexed.
+                    wait(list(self._stores))
                 self._check_still_there()
-                self._replies.put(handler(message))
+                self._request = request
+                answer = handler(message)
             except ProtocolError as exc:
                 # The stream may be out of step: say why, and end the session.
-                self._replies.put(exc)
+                self._reply(request, exc)
                 return
             except VstError as exc:
-                self._replies.put(exc)
+                answer = exc
             except Exception as exc:  # a bug: the client hears of it, the session ends
-                self._replies.put(_internal_error(exc))
+                self._reply(request, _internal_error(exc))
                 raise
+            if isinstance(answer, Future):
+                assert request is not None
+                self._stores.add(answer)
+                answer.add_done_callback(partial(self._stored, request))
+            else:
+                self._reply(request, answer)
 
-    def _send_replies(self) -> None:
-        while True:
-            answer = self._replies.get()
-            try:
-                if answer is _END:
-                    return
-                if isinstance(answer, Future):
-                    try:
-                        answer = answer.result()
-                    except VstError as exc:
-                        answer = exc
-                    except Exception as exc:  # a bug while storing a pack: said, not hidden
-                        answer = _internal_error(exc)
-                self._reply(answer)
-            finally:
-                self._replies.task_done()
+    def _stored(self, request: int, future: Future[Any]) -> None:
+        """A pack is durable (or failed): answer its request, from the storing thread."""
+        self._stores.discard(future)
+        try:
+            answer = future.result()
+        except VstError as exc:
+            answer = exc
+        except Exception as exc:  # a bug while storing a pack: said, not hidden
+            answer = _internal_error(exc)
+        self._reply(request, answer)
 
-    def _reply(self, answer: Any) -> None:
+    def _reply(self, request: int | None, answer: Any) -> None:
+        tag = {} if request is None else {"id": request}
         if isinstance(answer, VstError):
-            self._send(error_message(answer))
+            self._send({**error_message(answer), **tag})
             return
         try:
             with self._send_lock:
                 if isinstance(answer, _WithData):
-                    self.channel.send({"ok": answer.result}, answer.data)
+                    self.channel.send({**tag, "ok": answer.result}, answer.data)
                 else:
-                    self.channel.send({"ok": answer})
+                    self.channel.send({**tag, "ok": answer})
         except VstError:
             pass  # the client is gone: the next receive() ends the session
 
@@ -346,10 +351,10 @@ class Server:
         return dataclasses.asdict(result)
 
     def _progress_total(self, total: int) -> None:
-        self._send({"progress": {"total": total}})
+        self._send({"id": self._request, "progress": {"total": total}})
 
     def _progress_add(self, done: int) -> None:
-        self._send({"progress": {"add": done}})
+        self._send({"id": self._request, "progress": {"add": done}})
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -486,9 +491,6 @@ class Server:
         reused = set(self._ids(message))
         short = self.store.odb.settle(reused, [], self.store.placement(collection), collection)
         return {pack.hex: copies for pack, copies in short.items()}
-
-
-_END = object()  # no more answers: the session ends
 
 
 def _internal_error(exc: Exception) -> VstError:
