@@ -18,6 +18,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -126,8 +127,10 @@ class Bench:
     """Commit and clone of one data set, locally and over SSH, in a folder of its own that
     is deleted at the end. `server` is tests/sshserver.py's Sshd."""
 
-    def __init__(self, dataset: Dataset, folder: Path, server: Any) -> None:
+    def __init__(self, dataset: Dataset, folder: Path, server: Any,
+                 options: list[str] | None = None) -> None:
         self.dataset, self.folder, self.server = dataset, folder, server
+        self.options = options or []  # ssh options (a cipher)
         self.rows: list[Row] = []
         self.dropped = True  # every timed row really started with an empty page cache
         self.files = 0
@@ -156,8 +159,8 @@ class Bench:
         shutil.rmtree(work, ignore_errors=True)
         store = work / "store"
         address = str(store) if via == "local" else f"{self.server.server.host}:{store}"
-        vst = SshVst(work / "scratch", address, self.server.server.vst_ssh if via == "ssh"
-                     else "")
+        ssh = shlex.join([*self.server.server.ssh_command, *self.options])
+        vst = SshVst(work / "scratch", address, ssh if via == "ssh" else "")
         vst.scratch.mkdir(parents=True)
         self.files = workflow.link_copy(self.dataset.path, work / "wc")
         vst.init(store)
@@ -259,12 +262,28 @@ def wait_for_no_children(pid: int, timeout: float) -> bool:
         time.sleep(0.02)
 
 
-def ssh_cipher(server: Any) -> str:
+def ssh_cipher(server: Any, options: list[str]) -> str:
     """The cipher ssh and this sshd agree on, from `ssh -v` (e.g. chacha20-poly1305)."""
-    proc = subprocess.run([*server.server.ssh_command, "-v", server.server.host, "true"],
+    proc = subprocess.run([*server.server.ssh_command, *options, "-v", server.server.host,
+                           "true"],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     found = re.search(r"kex: server->client cipher: (\S+)", proc.stderr)
     return found.group(1) if found else "unknown"
+
+
+def ssh_alone(server: Any, options: list[str], source: Path) -> tuple[float, float]:
+    """(up, down) MB/s of ssh itself on this machine, carrying `source` (cached) with `cat`
+    at the other end: the ceiling of any tool over this ssh."""
+    ssh = [*server.server.ssh_command, *options, server.server.host]
+    size = source.stat().st_size
+    rates = []
+    for command, stdin in (("cat > /dev/null", source), (f"cat {source}", None)):
+        with open(stdin or os.devnull, "rb") as feed:
+            start = time.perf_counter()
+            subprocess.run([*ssh, command], stdin=feed, stdout=subprocess.DEVNULL, check=True,
+                           timeout=600)
+        rates.append(size / (time.perf_counter() - start) / MB)
+    return rates[0], rates[1]
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -325,6 +344,14 @@ def report(summary: dict, rows: list[Row]) -> str:
         lines += ["", "round trips of one first commit over SSH:"]
         lines += [f"{r.dataset:<8} {r.files} files: {r.round_trips} round trips "
                   f"({r.round_trips / max(1, r.files):.3f} per file)" for r in commits]
+    alone = summary.get("ssh_alone")
+    if alone:
+        lines += ["", f"ssh alone (cat through it, same cipher): up {alone['up_mb_s']:.0f} MB/s, "
+                  f"down {alone['down_mb_s']:.0f} MB/s: the ceiling over this ssh"]
+        lines += [f"{r.dataset:<8} {r.action:<7} {100 * (r.mb_per_s or 0) / ceiling:5.1f}% of "
+                  f"ssh alone" for r in rows if r.via == "ssh" and not r.error
+                  for ceiling in [alone["up_mb_s" if r.action == "commit" else "down_mb_s"]]
+                  if ceiling]
     lines += ["", "CPU s: user + system; cli = vst and its ssh, srv = sshd and vst serve."]
     judged = [r.met for r in rows if r.met is not None]
     lines += [f"targets met: {sum(map(bool, judged))} of {len(judged)}"]
@@ -342,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(DATASETS),
                         type=lambda s: run._names(s, datasets.NAMES))
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
+    parser.add_argument("--cipher", metavar="NAME",
+                        help="ask ssh for this cipher (ssh -c NAME), e.g. aes128-gcm@openssh.com")
     args = parser.parse_args(argv)
 
     if _sshserver().find_sshd() is None:
@@ -362,9 +391,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench.ssh: cannot start sshd: {e}", file=sys.stderr)
             return 1
         try:
-            cipher = ssh_cipher(sshd)
+            options = ["-c", args.cipher] if args.cipher else []
+            cipher = ssh_cipher(sshd, options)
+            big = datasets.ensure("big", args.scale).path
+            up, down = ssh_alone(sshd, options, big)
             for name in args.datasets:
-                one = Bench(datasets.ensure(name, args.scale), top / name, sshd)
+                one = Bench(datasets.ensure(name, args.scale), top / name, sshd, options)
                 rows += one.run()
                 cold_cache = cold_cache and one.dropped
                 infos[name] = {"nbytes": one.dataset.nbytes, "files": one.files}
@@ -377,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"scale": args.scale, "cold_cache": cold_cache,
                "version": run._version(tools.Vst(work / "vst-scratch")),
                "ssh": f"{ssh_version.split(',')[0]}, cipher {cipher}, sshd on 127.0.0.1",
+               "ssh_alone": {"up_mb_s": round(up, 1), "down_mb_s": round(down, 1)},
                "cpus": os.cpu_count(), "datasets": infos}
     print(report(summary, rows))
     if args.json:

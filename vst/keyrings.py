@@ -139,6 +139,7 @@ class Keyrings:
 
     def unlock(self, name: str) -> Keyring:
         """The keyring ``name``, opened with a KEK the user holds (WrongKey otherwise)."""
+        self._require_source()  # before reading the file: a server asks this per request
         file = self.read(name)
         fingerprints = [env.kek_fingerprint for env in file.envelopes]
         has_passphrase = any(env.kind == "passphrase" for env in file.envelopes)

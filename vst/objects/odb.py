@@ -268,6 +268,7 @@ class ObjectDatabase:
         None for an object that is not in the store; an object that no copy serves
         raises."""
         found: list[tuple[bytes, bytes | None] | None] = []
+        locations: list[Location | None] = []
         total = 0
         for oid in oids:
             location = self.index.lookup(oid)
@@ -275,9 +276,10 @@ class ObjectDatabase:
                 break
             total += location.length if location is not None else 0
             found.append(None)
+            locations.append(location)
         taken = oids[:len(found)]
         packs: dict[Oid, VolumeRef | None] = {}
-        for volume, keyring, records in self._spans(taken, packs):
+        for volume, keyring, records in self._spans(taken, packs, locations):
             sealing = self.sealing_or_none(keyring)
             for number, record, where, problem in records:
                 try:
@@ -289,15 +291,17 @@ class ObjectDatabase:
                     found[number] = self.read_sealed(taken[number], (volume, exc))
         return found
 
-    def _spans(self, oids: list[Oid], packs: dict[Oid, VolumeRef | None]) -> Iterator[
+    def _spans(self, oids: list[Oid], packs: dict[Oid, VolumeRef | None],
+               locations: list[Location | None] | None = None) -> Iterator[
             tuple[VolumeRef, bytes | None, list[tuple[int, memoryview, str, VstError | None]]]]:
         """The records of ``oids`` that the index knows, read a run of nearby records at a
         time from the first volume holding each pack: (volume, keyring id, [(position in
         ``oids``, record, where, the error reading it or None)]). Records of packs on no
-        available volume are left out."""
+        available volume are left out. ``locations``: the index's answers for ``oids``,
+        when the caller has them already."""
         located = []
         for number, oid in enumerate(oids):
-            location = self.index.lookup(oid)
+            location = self.index.lookup(oid) if locations is None else locations[number]
             if location is not None:
                 located.append((location.pack.raw, location.offset, location.length, number,
                                 location.keyring))

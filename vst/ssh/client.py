@@ -190,14 +190,19 @@ class Connection:
                     _report_progress(waiting[2], message["progress"])
                     continue
                 answer, limit, _ = waiting
-                with self._send_lock:
-                    del self._waiting[request]
                 if "error" in message:
-                    answer.set_exception(error_from(message, self.url))
+                    error: VstError = error_from(message, self.url)
                 elif "ok" not in message:
                     raise ProtocolError(f"'{self.url}' sent an answer without a result")
                 else:
-                    answer.set_result((message["ok"], self.channel.buffer(message, limit)))
+                    # Still waiting while its data is read: a failure fails it too.
+                    result = (message["ok"], self.channel.buffer(message, limit))
+                with self._send_lock:
+                    del self._waiting[request]
+                if "error" in message:
+                    answer.set_exception(error)
+                else:
+                    answer.set_result(result)
         except BaseException as exc:
             broken = self._unreachable() if isinstance(exc, PeerGone) else \
                 exc if isinstance(exc, VstError) else \

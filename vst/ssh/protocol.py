@@ -147,10 +147,13 @@ class Channel:
             (length,) = _LENGTH.unpack_from(head)
             if head[-1:] != PIECE or not 1 < length <= min(MAX_PIECE, size - done) + 1:
                 raise ProtocolError(f"{self.peer} sent data that does not match its size")
-            piece = view[done:done + length - 1]
-            if cast(Any, self.reader).readinto(piece) != len(piece):
-                raise PeerGone(f"{self.peer} closed the connection in the middle of a frame")
-            done += len(piece)
+            end = done + length - 1
+            while done < end:  # a read may stop short (a signal): go on until the end
+                got = cast(Any, self.reader).readinto(view[done:end])
+                if not got:
+                    raise PeerGone(f"{self.peer} closed the connection in the middle of a "
+                                   "frame")
+                done += got
         return data
 
     def read_data(self, message: dict[str, Any], limit: int,
