@@ -12,9 +12,10 @@ reading it, and each operation sets its own limit on N, so what either side hold
 memory is bounded whatever the other sends.
 
 The server speaks first: ``{"vst": "serve", "protocols": [1], ...}``. The client answers
-``{"op": "hello", "protocol": 1}``, and from then on sends requests ``{"op": NAME, ...}``,
-each answered in order by ``{"ok": RESULT}`` or ``{"error": {"type", "message", "hint"}}``,
-possibly preceded by ``{"warn": TEXT}`` messages for the user.
+``{"op": "hello", "protocol": 1}``, and from then on sends requests ``{"op": NAME, "id": N,
+...}``, each answered by ``{"id": N, "ok": RESULT}`` or ``{"id": N, "error": {"type",
+"message", "hint"}}``, not necessarily in order; ``{"warn": TEXT}`` messages for the user
+may come at any time (docs/ssh.md, "Protocol").
 """
 
 from __future__ import annotations
