@@ -51,8 +51,8 @@ test: lint typecheck unit
 # S6: 90 lost volumes, S18: 600 MiB scrubbed in 5 parts, S12: 10,000 generated
 # hostile trees and over 1,000 races; S13-S15: every byte of the key files, 10,400
 # tamperings, 10^6 salts), kept out of `make test` for time.
-torture: venv
-	VST_TORTURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_hostile_trees.py tests/test_torture_volumes.py tests/test_volume_loss.py tests/test_encryption.py -rA
+torture: venv services
+	VST_TORTURE=1 $(BIN)/pytest -q -p no:cacheprovider tests/test_hostile_trees.py tests/test_torture_volumes.py tests/test_volume_loss.py tests/test_encryption.py tests/test_ssh_confinement.py -rA
 
 # The peers the benchmark compares against (Debian packages; needs root or sudo).
 bench-deps:

@@ -578,13 +578,7 @@ class Store:
         """How ``collection``'s objects are named and sealed: its keyring's, opened with
         the user's keys (WrongKey when none opens it), or unencrypted. A collection whose
         encryption changed since this client last used it is refused (``known``)."""
-        if collection is None:
-            return self.keyrings.sealing(None)
-        keyring = self.collection_keyring(collection)
-        if self.known is not None:
-            self.known.check_keyring(collection,
-                                     self.keyrings.read(keyring).keyring_id if keyring else None)
-        return self.keyrings.sealing(keyring)
+        return sealing_of(self, collection)
 
     # -- policies -----------------------------------------------------------------------------
 
@@ -1003,3 +997,14 @@ def reflog_view(committer: Signature, message: str) -> tuple[Signature, str]:
     learn its contents, so ids, times and the kind of move ("commit", "pull"), not the
     message or who moved it. A client of a store over SSH sends only this."""
     return dataclasses.replace(committer, name="-", email="-"), message.split(":", 1)[0]
+
+
+def sealing_of(store: Any, collection: str | None) -> Any:
+    """``Store.sealing``, for a store here or over SSH (vst/ssh/client.py)."""
+    if collection is None:
+        return store.keyrings.sealing(None)
+    keyring = store.collection_keyring(collection)
+    if store.known is not None:
+        store.known.check_keyring(collection,
+                                  store.keyrings.read(keyring).keyring_id if keyring else None)
+    return store.keyrings.sealing(keyring)

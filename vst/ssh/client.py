@@ -389,13 +389,9 @@ class RemoteStore:
         self._collections = None
 
     def sealing(self, collection: str | None) -> Any:
-        if collection is None:
-            return self.keyrings.sealing(None)
-        keyring = self.collection_keyring(collection)
-        if self.known is not None:
-            self.known.check_keyring(collection,
-                                     self.keyrings.read(keyring).keyring_id if keyring else None)
-        return self.keyrings.sealing(keyring)
+        from vst.store import sealing_of
+
+        return sealing_of(self, collection)
 
     def writer(self, collection: str | None = None) -> Any:
         return self.odb.writer(owner=collection, sealing=self.sealing(collection))

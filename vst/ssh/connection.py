@@ -133,12 +133,7 @@ class Connection:
     def _read_answers(self) -> None:
         try:
             while True:
-                message = self.channel.receive()
-                if message is None:
-                    raise PeerGone("the connection closed")
-                if "warn" in message:
-                    self.warn(f"{self.url}: {message['warn']}")
-                    continue
+                message = self._next_message()
                 request = message.get("id")
                 if request is None and "error" in message:
                     raise error_from(message, self.url)  # the session ends with it
@@ -174,19 +169,24 @@ class Connection:
                     answer.set_exception(broken)
                 self._waiting.clear()
 
-    def _answer(self, limit: int) -> tuple[Any, bytearray]:
+    def _next_message(self) -> dict[str, Any]:
+        """The next message that is not a warning (warnings are shown as they come)."""
         while True:
             message = self.channel.receive()
             if message is None:
                 raise PeerGone("the connection closed")
-            if "warn" in message:
-                self.warn(f"{self.url}: {message['warn']}")
-                continue
-            if "error" in message:
-                raise error_from(message, self.url)
-            if "ok" not in message:
-                raise ProtocolError(f"'{self.url}' sent an answer without a result")
-            return message["ok"], self.channel.buffer(message, limit)
+            if "warn" not in message:
+                return message
+            self.warn(f"{self.url}: {message['warn']}")
+
+    def _answer(self, limit: int) -> tuple[Any, bytearray]:
+        """The answer to the handshake's hello (no id: nothing else is in flight)."""
+        message = self._next_message()
+        if "error" in message:
+            raise error_from(message, self.url)
+        if "ok" not in message:
+            raise ProtocolError(f"'{self.url}' sent an answer without a result")
+        return message["ok"], self.channel.buffer(message, limit)
 
     def close(self) -> None:
         with self._send_lock:
