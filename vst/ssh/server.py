@@ -178,7 +178,7 @@ class Server:
                     self.channel.drain(message, 0)
                     raise ProtocolError(f"unknown operation {str(op)[:40]!r}")
                 if writes and self.modes.read_only:
-                    self._drain_small(message)
+                    self._skip_data(message)
                     raise Refused("this store is served read-only")
                 if op not in UNORDERED:
                     # Packs first, refs last: what comes after packs sees them stored
@@ -235,7 +235,7 @@ class Server:
         except VstError:
             pass  # the client is gone: nobody to tell
 
-    def _drain_small(self, message: dict[str, Any]) -> None:
+    def _skip_data(self, message: dict[str, Any]) -> None:
         self.channel.drain(message, MAX_PACK)
 
     def _check_still_there(self) -> None:
