@@ -46,8 +46,21 @@ class Remote:
 @pytest.fixture(params=["pipe", pytest.param("sshd", marks=pytest.mark.service)])
 def remote(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Remote:
+    """Each test twice: over the local pipe, and over the real sshd."""
+    return _remote(request, request.param, env, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def pipe(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Remote:
+    """Over the local pipe only: for what does not depend on the transport."""
+    return _remote(request, "pipe", env, tmp_path, monkeypatch)
+
+
+def _remote(request: pytest.FixtureRequest, kind: str, env: dict[str, str], tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Remote:
     values = dict(env, VST_REMOTE_VST=VST, VST_KEY_FILE="", VST_PASSPHRASE="")
-    if request.param == "sshd":
+    if kind == "sshd":
         server = request.getfixturevalue("ssh_server")
         values["VST_SSH"] = server.vst_ssh
         host = server.host
@@ -57,7 +70,7 @@ def remote(request: pytest.FixtureRequest, env: dict[str, str], tmp_path: Path,
         host = "nas"
     for key, value in values.items():
         monkeypatch.setenv(key, value)
-    return Remote(request.param, host, values)
+    return Remote(kind, host, values)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -220,17 +233,15 @@ def test_connection_errors_are_one_line(remote: Remote, tmp_path: Path, case: st
     assert says in ran.err_lines[0] and "Traceback" not in ran.err
 
 
-def test_an_ssh_command_from_the_config(remote: Remote, server_store: Path, tmp_path: Path
+def test_an_ssh_command_from_the_config(pipe: Remote, server_store: Path, tmp_path: Path
                                         ) -> None:
-    if remote.kind != "pipe":
-        pytest.skip("one transport is enough")
     log = tmp_path / "ssh.log"
-    remote.env.pop("VST_SSH")
+    pipe.env.pop("VST_SSH")
     os.environ.pop("VST_SSH")
-    remote.env["LOCALSSH_LOG"] = str(log)
-    remote.run("config", "--global", "core.sshCommand",
-               shlex.join([sys.executable, str(LOCALSSH), "-o", "BatchMode=yes"]))
-    remote.run("--store", f"ssh://someone@nas:2222{server_store}", "collection", "list")
+    pipe.env["LOCALSSH_LOG"] = str(log)
+    pipe.run("config", "--global", "core.sshCommand",
+             shlex.join([sys.executable, str(LOCALSSH), "-o", "BatchMode=yes"]))
+    pipe.run("--store", f"ssh://someone@nas:2222{server_store}", "collection", "list")
     assert log.read_text() == "someone@nas\n"
 
 
@@ -272,12 +283,10 @@ def test_s15_the_ssh_stream_holds_no_plaintext(remote: Remote, tmp_path: Path) -
 
 
 def test_many_small_files_go_through_worker_processes_both_ways(
-        remote: Remote, server_store: Path, tmp_path: Path,
+        pipe: Remote, server_store: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Enough files for commit and clone to start worker processes: over SSH the parent
     asks the store which ids it lacks (commit) and fetches each job's records (clone)."""
-    if remote.kind != "pipe":
-        pytest.skip("one transport is enough")
     from vst.checkout import Checkout
 
     fetched = []
@@ -295,14 +304,14 @@ def test_many_small_files_go_through_worker_processes_both_ways(
         # A tenth are duplicates: deduplicated within the commit, as locally.
         (folder / f"f{number}.txt").write_bytes(
             b"same\n" if number % 10 == 0 else rng.randbytes(rng.randrange(0, 3000)))
-    url = remote.url(server_store)
-    remote.run("--store", url, "init", str(work), "-c", "many")
-    record = json.loads(remote.run("--json", "-C", str(work), "commit", "-m", "many"
+    url = pipe.url(server_store)
+    pipe.run("--store", url, "init", str(work), "-c", "many")
+    record = json.loads(pipe.run("--json", "-C", str(work), "commit", "-m", "many"
                                    ).out.splitlines()[-1])
     assert record["added"] == 3000
     # Round trips grow with packs and batches, not with files.
     assert record["round_trips"] < 40, record["round_trips"]
-    remote.run("--store", url, "clone", "many", str(other))
+    pipe.run("--store", url, "clone", "many", str(other))
     assert files(other) == files(work)
     assert fetched  # the worker processes wrote what this process fetched
 
@@ -342,40 +351,36 @@ def test_scrub_and_replicate_run_on_the_server(remote: Remote, server_store: Pat
     assert json.loads(damaged.out.splitlines()[-1])["bad"] == 1
 
 
-def test_both_spellings_name_the_same_store(remote: Remote, server_store: Path,
-                                            tmp_path: Path) -> None:
-    if remote.kind != "pipe":
-        pytest.skip("one transport is enough")
+def test_both_spellings_name_the_same_store(pipe: Remote, server_store: Path,
+                                           tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    remote.run("--store", f"ssh://nas{server_store}", "init", str(work), "-c", "c")
+    pipe.run("--store", f"ssh://nas{server_store}", "init", str(work), "-c", "c")
     (work / "f").write_text("x\n")
-    remote.run("--store", f"nas:{server_store}", "-C", str(work), "commit", "-m", "x")
-    other = remote.run("--store", f"nas:{tmp_path}/elsewhere", "-C", str(work), "status",
-                       ok=False)
+    pipe.run("--store", f"nas:{server_store}", "-C", str(work), "commit", "-m", "x")
+    other = pipe.run("--store", f"nas:{tmp_path}/elsewhere", "-C", str(work), "status",
+                     ok=False)
     assert other.code == 2 and "belongs to the store" in other.err
 
 
-def test_an_interrupted_commit_leaves_the_store_as_it_was(remote: Remote, server_store: Path,
-                                                          tmp_path: Path) -> None:
+def test_an_interrupted_commit_leaves_the_store_as_it_was(pipe: Remote, server_store: Path,
+                                                        tmp_path: Path) -> None:
     """The client is killed while a pack is on its way: the server drops the partial pack,
     the head does not move, and the next commit goes through."""
     import signal
     import subprocess
     import time
 
-    if remote.kind != "pipe":
-        pytest.skip("one transport is enough")
     work = tmp_path / "work"
     work.mkdir()
     (work / "small.txt").write_text("before\n")
-    url = remote.url(server_store)
-    remote.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
-    remote.run("-C", str(work), "commit", "-m", "before")
-    head = remote.run("--store", url, "rev-parse", "c").out
+    url = pipe.url(server_store)
+    pipe.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
+    pipe.run("-C", str(work), "commit", "-m", "before")
+    head = pipe.run("--store", url, "rev-parse", "c").out
     (work / "big.bin").write_bytes(random.Random(3).randbytes(96 * 1024 * 1024))
     env = {k: v for k, v in os.environ.items()}
-    env.update(remote.env)
+    env.update(pipe.env)
     process = subprocess.Popen([VST, "-C", str(work), "commit", "-m", "interrupted"],
                                env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -390,36 +395,34 @@ def test_an_interrupted_commit_leaves_the_store_as_it_was(remote: Remote, server
     while any(p.name.endswith("-spool") for p in spool.glob(".tmp-*")):
         assert time.monotonic() < deadline, "the server left its partial pack behind"
         time.sleep(0.05)
-    assert remote.run("--store", url, "rev-parse", "c").out == head
+    assert pipe.run("--store", url, "rev-parse", "c").out == head
     assert vst_run("--store", str(server_store), "fsck").code == 0
-    remote.run("-C", str(work), "commit", "-m", "after")
-    assert remote.run("--store", url, "log", "--oneline", "c").out.count(b"\n") == 2
+    pipe.run("-C", str(work), "commit", "-m", "after")
+    assert pipe.run("--store", url, "log", "--oneline", "c").out.count(b"\n") == 2
 
 
-def test_what_is_refused_before_any_harm(remote: Remote, server_store: Path,
+def test_what_is_refused_before_any_harm(pipe: Remote, server_store: Path,
                                          tmp_path: Path) -> None:
     """A store is not created under a folder named like an address; a committer with a
     TAB (it would end the signature early in the reflog) is refused; a keyring is not
     rotated over SSH (it rewrites every pack on the server's volumes)."""
-    if remote.kind != "pipe":
-        pytest.skip("one transport is enough")
     os.chdir(tmp_path)
-    made = remote.run("store", "init", "nas:elsewhere", ok=False)
+    made = pipe.run("store", "init", "nas:elsewhere", ok=False)
     assert made.code == 2 and not (tmp_path / "nas:elsewhere").exists()
     work = tmp_path / "work"
     work.mkdir()
     (work / "f").write_text("x\n")
-    url = remote.url(server_store)
-    remote.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
+    url = pipe.url(server_store)
+    pipe.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
     tabbed = vst_run("-C", str(work), "commit", "-m", "x",
-                     env={**remote.env, "VST_COMMITTER_NAME": "Eve\tTab"})
+                     env={**pipe.env, "VST_COMMITTER_NAME": "Eve\tTab"})
     assert tabbed.code == 2, tabbed.err
-    remote.run("-C", str(work), "commit", "-m", "x")
-    remote.run("--store", url, "rev-parse", "c@{0}")  # the reflog reads
-    remote.run("--store", url, "collection", "create", "secret")
-    keyring = next(iter(json.loads(line) for line in remote.run(
+    pipe.run("-C", str(work), "commit", "-m", "x")
+    pipe.run("--store", url, "rev-parse", "c@{0}")  # the reflog reads
+    pipe.run("--store", url, "collection", "create", "secret")
+    keyring = next(iter(json.loads(line) for line in pipe.run(
         "--json", "--store", url, "key", "list").out.splitlines()
         if json.loads(line).get("type") == "keyring"))["name"]
-    rotated = remote.run("--store", url, "key", "rotate", "secret", ok=False)
+    rotated = pipe.run("--store", url, "key", "rotate", "secret", ok=False)
     assert rotated.code == 2 and "rotated on the machine" in rotated.err
     assert sorted(p.name for p in (server_store / "keys").glob("*.toml")) == [f"{keyring}.toml"]
