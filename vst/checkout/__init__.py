@@ -315,7 +315,9 @@ class Checkout:
                     self._processes = ProcessPoolExecutor(
                         workers, mp_context=context, initializer=_process_init_fetched,
                         initargs=(sealings, self.root, identity))
-                    self._fetchers = ThreadPoolExecutor(workers,
+                    # Enough to fetch the next jobs while the workers write the last:
+                    # a thread waits for its job's worker after fetching.
+                    self._fetchers = ThreadPoolExecutor(4 * workers,
                                                         thread_name_prefix="vst-fetch")
                 else:
                     self._processes = ProcessPoolExecutor(

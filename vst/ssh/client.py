@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from vst.known import KnownState
     from vst.objects.commit import Signature
     from vst.objects.pack import PackIndex
+    from vst.objects.tree import Tree
     from vst.policy import Policy
     from vst.store import Collection, ReflogEntry
 
@@ -52,6 +53,7 @@ MAX_ANSWER = 300 * 1024 * 1024  # data in one answer: one record may be 256 MiB
 SEND_PIECE = 1024 * 1024
 MAX_PACK_IN_MEMORY = 64 * 1024 * 1024
 MAX_LISTING = 256 * 1024 * 1024  # the list of collections (~200 bytes each)
+MAX_AHEAD = 64 * 1024 * 1024  # subtrees held ahead of their reading
 
 
 class RemoteIndex:
@@ -110,6 +112,9 @@ class RemoteObjectDatabase(ObjectDatabase):
                  compression_level: int, sealings: Callable[[bytes], Any], warn: Warn) -> None:
         self.connection = connection
         self.remote_index = RemoteIndex(connection)
+        # Subtrees fetched ahead of their reading (read_tree): sealed record, keyring id.
+        self._ahead: dict[Oid, tuple[bytes, bytes | None]] = {}
+        self._ahead_bytes = 0
         super().__init__([], self.remote_index, PLAIN_IDS,  # type: ignore[arg-type]
                          pack_size, compression_level, spool_dir=spool_dir,
                          placement=_RemotePlacement(None), warn=warn, sealings=sealings)
@@ -153,9 +158,29 @@ class RemoteObjectDatabase(ObjectDatabase):
                 for number, record, keyring in self._records(oids)}
 
     def _read_record(self, oid: Oid, failed: Any = None) -> tuple[ObjectType, bytes]:
+        ahead = self._ahead.pop(oid, None)
+        if ahead is not None:
+            self._ahead_bytes -= len(ahead[0])
+            return unseal(ahead[0], oid, self.sealing(ahead[1]), f"'{self.connection.url}'")
         for _, record, keyring in self._records([oid]):
             return unseal(record, oid, self.sealing(keyring), f"'{self.connection.url}'")
         raise ObjectMissing(f"object {oid} not found")
+
+    def read_tree(self, oid: Oid) -> Tree:
+        """A tree, and its subtrees fetched ahead in one request: whoever walks a tree
+        (clone, diff, log --stat, fsck) asks for them next, and a request each would be
+        a round trip each, waiting behind whatever else is in flight."""
+        tree = super().read_tree(oid)
+        subtrees = [entry.oid for entry in tree.entries
+                    if entry.kind == ObjectType.TREE and entry.oid not in self._ahead]
+        if subtrees and self._ahead_bytes < MAX_AHEAD:
+            try:
+                for number, record, keyring in self._records(subtrees[:BATCH]):
+                    self._ahead[subtrees[number]] = (bytes(record), keyring)
+                    self._ahead_bytes += len(record)
+            except ObjectMissing:
+                pass  # said when that subtree is read
+        return tree
 
     def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, Any]
                   ) -> list[tuple[ObjectType, bytes] | None]:
