@@ -426,3 +426,31 @@ def test_what_is_refused_before_any_harm(pipe: Remote, server_store: Path,
     rotated = pipe.run("--store", url, "key", "rotate", "secret", ok=False)
     assert rotated.code == 2 and "rotated on the machine" in rotated.err
     assert sorted(p.name for p in (server_store / "keys").glob("*.toml")) == [f"{keyring}.toml"]
+
+
+def test_the_stores_hooks_run_on_the_server(remote: Remote, server_store: Path,
+                                            tmp_path: Path) -> None:
+    """pre-receive and post-receive run where the store is, for moves made over SSH; what
+    they print comes back as warnings, and a pre-receive that says no stops the move."""
+    hooks = server_store / "hooks"
+    hooks.mkdir(exist_ok=True)
+    log = tmp_path / "received"
+    (hooks / "post-receive").write_text(f"#!/bin/sh\ncat >> {log}\necho stored it\n")
+    (hooks / "pre-receive").write_text(
+        "#!/bin/sh\nif [ -e \"$VST_STORE/closed\" ]; then echo closed for now; exit 1; fi\n")
+    for hook in hooks.iterdir():
+        hook.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "f").write_text("one\n")
+    url = remote.url(server_store)
+    remote.run("--store", url, "init", str(work), "-c", "c")
+    made = remote.run("-C", str(work), "commit", "-m", "one")
+    assert "post-receive: stored it" in made.err
+    commit = made.out.decode().strip()
+    assert log.read_text() == f"{'0' * 64} {commit} c\n"
+    (server_store / "closed").touch()
+    (work / "f").write_text("two\n")
+    refused = remote.run("-C", str(work), "commit", "-m", "two", ok=False)
+    assert refused.code == 19 and "closed for now" in refused.err, refused.err
+    assert remote.run("--store", url, "rev-parse", "c").out.decode().strip() == commit
