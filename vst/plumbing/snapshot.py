@@ -27,7 +27,7 @@ from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
-from vst.objects.seal import Sealing
+from vst.objects.seal import Sealing, seal
 from vst.objects.tree import Tree, entry_mode
 from vst.objects.types import ObjectType
 from vst.store import Store
@@ -317,20 +317,29 @@ def _without_link(attrs: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, byte
 def write_trees(writer: ObjectWriter, snapshot: Snapshot) -> Oid:
     """Store the trees of a scan made with a writer (every file's content is stored),
     deepest first, each folder's entry taking its tree's id; returns the root tree's id.
-    Separate from the scan, so a commit with nothing to commit builds no tree."""
+    Separate from the scan, so a commit with nothing to commit builds no tree.
+
+    Every tree is encoded and named first, and the store asked once which it lacks: a
+    question per folder would be a round trip per folder to a store over SSH."""
     entries, children = snapshot.entries, snapshot.children
-    for rel_dir in sorted(children, key=lambda p: -p.count(b"/")):
-        if rel_dir == b"":
-            continue
-        oid = _write_tree(writer, entries, children[rel_dir])
-        entries[rel_dir] = entries[rel_dir]._replace(oid=oid)
-    return _write_tree(writer, entries, children[b""])
-
-
-def _write_tree(writer: ObjectWriter, entries: dict[bytes, CacheEntry],
-                paths: list[bytes]) -> Oid:
-    tree = Tree.from_entries(entries[rel].tree_entry(rel.rpartition(b"/")[2]) for rel in paths)
-    return writer.put(ObjectType.TREE, tree.encode())
+    ids = writer.sealing.ids
+    trees: list[tuple[Oid, bytes]] = []
+    # Deepest first, the root (b"") last: each tree names its subtrees' ids.
+    for rel_dir in sorted(children, key=lambda p: -(p.count(b"/") + 1) if p else 0):
+        tree = Tree.from_entries(entries[rel].tree_entry(rel.rpartition(b"/")[2])
+                                 for rel in children[rel_dir])
+        data = tree.encode()
+        oid = ids.compute(ObjectType.TREE, data)
+        trees.append((oid, data))
+        if rel_dir != b"":
+            entries[rel_dir] = entries[rel_dir]._replace(oid=oid)
+    missing = writer.missing(oid for oid, _ in trees)
+    for oid, data in trees:
+        if oid in missing:
+            missing.discard(oid)  # the same tree twice is stored once
+            writer.add_record(oid, seal(oid, ObjectType.TREE, data,
+                                        writer.odb.compression_level, writer.sealing.cipher))
+    return trees[-1][0]
 
 
 def cache_from_tree(store: Store, base: Oid | None) -> StatCache:
