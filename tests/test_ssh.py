@@ -460,3 +460,44 @@ def test_the_stores_hooks_run_on_the_server(remote: Remote, server_store: Path,
     refused = remote.run("-C", str(work), "commit", "-m", "two", ok=False)
     assert refused.code == 19 and "closed for now" in refused.err, refused.err
     assert remote.run("--store", url, "rev-parse", "c").out.decode().strip() == commit
+
+
+def test_a_server_killed_mid_commit_is_one_error_and_no_damage(pipe: Remote,
+                                                               server_store: Path,
+                                                               tmp_path: Path) -> None:
+    """The server dies while packs come in: the client says so in one line (exit 20),
+    the head does not move, the store checks clean, and the commit goes through again."""
+    import signal
+    import subprocess
+    import time
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "small.txt").write_text("before\n")
+    url = pipe.url(server_store)
+    pipe.run("--store", url, "init", str(work), "-c", "c", "--no-encrypt")
+    pipe.run("-C", str(work), "commit", "-m", "before")
+    head = pipe.run("--store", url, "rev-parse", "c").out
+    (work / "big.bin").write_bytes(random.Random(4).randbytes(96 * 1024 * 1024))
+    packs = server_store / "volumes" / "default" / "packs"
+    before = sum(1 for p in packs.rglob("*") if p.is_file())
+    env = {**os.environ, **pipe.env}
+    process = subprocess.Popen([VST, "-C", str(work), "commit", "-m", "interrupted"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while sum(1 for p in packs.rglob("*") if p.is_file()) == before:
+        assert process.poll() is None and time.monotonic() < deadline, "no pack arrived"
+        time.sleep(0.01)
+    served = subprocess.run(["pgrep", "-f", f"serve --stdio {server_store}"],
+                            capture_output=True, text=True).stdout.split()
+    assert served
+    for pid in served:
+        os.kill(int(pid), signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    lines = err.decode().splitlines()
+    assert process.returncode == 20, lines
+    assert lines[0].startswith("vst: error: cannot reach") and "Traceback" not in err.decode()
+    assert pipe.run("--store", url, "rev-parse", "c").out == head
+    assert vst_run("--store", str(server_store), "fsck").code == 0
+    pipe.run("-C", str(work), "commit", "-m", "after")
+    assert pipe.run("--store", url, "log", "--oneline", "c").out.count(b"\n") == 2

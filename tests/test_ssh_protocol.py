@@ -156,3 +156,18 @@ def test_errors_cross_the_wire_with_their_class_and_exit_code() -> None:
     assert isinstance(error_from({"error": {"type": "NotFound", "message": 3}}, "x"),
                       NotFound)
     assert isinstance(error_from({"error": "flat"}, "x"), ProtocolError)
+
+
+class _Gone(io.BytesIO):
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_peer_gone_while_sending_is_a_protocol_error_not_an_os_error() -> None:
+    """A broken pipe met while flushing must not pass for an I/O error of whatever file
+    the command was reading at the time."""
+    channel = Channel(io.BytesIO(), _Gone(), "the peer")
+    with pytest.raises(PeerGone):
+        channel.send({"op": "have"}, b"x" * 64)
+    with pytest.raises(PeerGone):
+        channel.send_stream({"op": "pack.put"}, 3, iter([b"abc"]))

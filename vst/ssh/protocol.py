@@ -74,7 +74,7 @@ class Channel:
             view = memoryview(body)
             for start in range(0, len(view), MAX_PIECE):
                 self._frame(PIECE, view[start:start + MAX_PIECE])
-        self.writer.flush()
+        self._flush()
 
     def send_stream(self, message: dict[str, Any], size: int,
                     pieces: Iterator[bytes | memoryview]) -> None:
@@ -90,7 +90,7 @@ class Channel:
                 sent += len(part)
         if sent != size:
             raise ProtocolError(f"sent {sent} bytes of data where {size} were announced")
-        self.writer.flush()
+        self._flush()
 
     def _message(self, message: dict[str, Any]) -> None:
         data = json.dumps(message, separators=(",", ":")).encode()
@@ -98,6 +98,12 @@ class Channel:
             raise ProtocolError(f"message of {len(data)} bytes is over the "
                                 f"{MAX_MESSAGE}-byte limit")
         self._frame(MESSAGE, data)
+
+    def _flush(self) -> None:
+        try:
+            self.writer.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
+            raise PeerGone(f"{self.peer} closed the connection") from exc
 
     def _frame(self, kind: bytes, payload: bytes | memoryview) -> None:
         try:
