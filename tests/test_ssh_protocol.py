@@ -171,3 +171,37 @@ def test_a_peer_gone_while_sending_is_a_protocol_error_not_an_os_error() -> None
         channel.send({"op": "have"}, b"x" * 64)
     with pytest.raises(PeerGone):
         channel.send_stream({"op": "pack.put"}, 3, iter([b"abc"]))
+
+
+class _Answers:
+    """Stands in for a connection whose server sends ``answer`` to everything."""
+
+    url = "ssh://liar/store"
+
+    def __init__(self, answer: tuple[object, bytes]) -> None:
+        self.answer = answer
+
+    def call(self, *_args: object, **_kwargs: object) -> tuple[object, bytearray]:
+        return self.answer[0], bytearray(self.answer[1])
+
+
+@pytest.mark.parametrize("answer", [
+    ({"records": [[5]], "keyrings": [None]}, b"12345"),
+    ({"records": [[5, 3]], "keyrings": [None]}, b"12345"),
+    ({"records": [["five", 0]], "keyrings": [None]}, b"12345"),
+    ({"records": [[5, 0]], "keyrings": ["zz"]}, b"12345"),
+    ({"records": [[5, 0]], "keyrings": [7]}, b"12345"),
+    ({"records": [[9, 0]], "keyrings": [None]}, b"12345"),
+    ({"records": [], "keyrings": []}, b""),
+    ({"records": "x", "keyrings": []}, b""),
+    ([1, 2], b""),
+])
+def test_a_malformed_objects_answer_is_a_protocol_error(answer: tuple[object, bytes],
+                                                        tmp_path: object) -> None:
+    from vst.objects.oid import Oid
+    from vst.ssh.client import RemoteObjectDatabase
+
+    odb = RemoteObjectDatabase(_Answers(answer), str(tmp_path), 1024 * 1024, 3,  # type: ignore[arg-type]
+                               lambda _k: None, lambda _m: None)
+    with pytest.raises(ProtocolError):
+        list(odb._records([Oid(b"\1" * 32)]))

@@ -26,6 +26,7 @@ from vst.errors import (
     ProtocolError,
     UsageError,
     VstError,
+    WrongKey,
 )
 from vst.fsio import DEFAULT_FS
 from vst.keyrings import Keyrings
@@ -138,17 +139,19 @@ class RemoteObjectDatabase(ObjectDatabase):
             if not isinstance(records, list) or not isinstance(keyrings, list) \
                     or not 0 < len(records) <= len(batch):
                 raise ProtocolError(f"'{self.connection.url}' sent a malformed answer")
+            try:
+                ids = [bytes.fromhex(k) if k is not None else None for k in keyrings]
+                sizes = [(int(size), ids[number]) for size, number in records]
+            except (TypeError, ValueError, IndexError):
+                raise ProtocolError(f"'{self.connection.url}' sent a malformed answer") from None
+            if sum(size for size, _ in sizes if size > 0) != len(data):
+                raise ProtocolError(f"'{self.connection.url}' sent records of the wrong size")
             view, offset = memoryview(data), 0
-            for number, item in enumerate(records):
-                size, keyring_number = item
+            for number, (size, keyring) in enumerate(sizes):
                 if size < 0:
                     raise ObjectMissing(f"object {batch[number]} not found")
-                keyring = keyrings[keyring_number]
-                yield done + number, view[offset:offset + size], \
-                    bytes.fromhex(keyring) if keyring else None
+                yield done + number, view[offset:offset + size], keyring
                 offset += size
-            if offset != len(data):
-                raise ProtocolError(f"'{self.connection.url}' sent records of the wrong size")
             done += len(records)
 
     def fetch_sealed(self, oids: list[Oid]) -> dict[Oid, tuple[bytes, bytes | None]]:
@@ -196,10 +199,10 @@ class RemoteObjectDatabase(ObjectDatabase):
                               max_size=size)
             except UnexpectedSize:
                 continue
-            except VstError as exc:
-                if exc.exit_code == 12:  # WrongKey: nothing else will do better
-                    raise
-                continue
+            except WrongKey:
+                raise  # nothing else will do better
+            except VstError:
+                continue  # get() says what is wrong
             if len(read[1]) == size:
                 found[number] = read
         return found
