@@ -717,6 +717,21 @@ def test_fsck_clean_store(store: Store, committed: Oid) -> None:
     assert "no problems" in ran.err
 
 
+def test_fsck_reports_a_missing_blob_with_what_names_it(store: Store, committed: Oid,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Blobs are looked up in batches (a round trip each over SSH otherwise): one the
+    index lacks is still named, with the tree that names it."""
+    import vst.plumbing.fsck as fsck_module
+
+    monkeypatch.setattr(fsck_module, "BLOB_BATCH", 1)  # a batch per blob, and the end
+    root = store.odb.read_commit(committed).tree
+    blob = next(e.oid for e in store.odb.read_tree(root).entries if e.name == b"a.txt")
+    store.odb.index._db.execute("DELETE FROM objects WHERE id = ?", (blob.raw,))
+    store.odb.index._db.commit()
+    assert fsck(store).problems == [f"missing blob {blob} (from tree {root.short()})"]
+
+
 def test_fsck_reports_a_deleted_pack(store: Store, committed: Oid) -> None:
     tree = store.odb.read_commit(committed).tree
     _pack_path(store, tree).unlink()

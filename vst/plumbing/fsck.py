@@ -20,6 +20,8 @@ from vst.objects.types import ObjectType
 from vst.plumbing.verify_pack import verify_pack_bytes
 from vst.store import Store
 
+BLOB_BATCH = 4096  # blob ids looked up at once
+
 
 @dataclass(slots=True)
 class FsckResult:
@@ -58,6 +60,16 @@ def _connectivity(store: Store, roots: dict[Oid, str], result: FsckResult,
     seen: set[Oid] = set()
     stack: list[tuple[Oid, ObjectType, str]] = [
         (oid, ObjectType.COMMIT, f"ref {name}") for oid, name in roots.items()]
+    # Blobs are only looked up, many at a time: one question per blob would be a round
+    # trip per blob to a store over SSH.
+    blobs: dict[Oid, str] = {}
+
+    def check_blobs() -> None:
+        present = odb.has_many(blobs)
+        result.problems.extend(f"missing blob {oid} (from {referrer})"
+                               for oid, referrer in blobs.items() if oid not in present)
+        blobs.clear()
+
     while stack:
         oid, kind, referrer = stack.pop()
         if oid in seen:
@@ -67,8 +79,9 @@ def _connectivity(store: Store, roots: dict[Oid, str], result: FsckResult,
         if on_progress:
             on_progress(result.objects_checked)
         if kind == ObjectType.BLOB:
-            if not odb.has(oid):
-                result.problems.append(f"missing blob {oid} (from {referrer})")
+            blobs[oid] = referrer
+            if len(blobs) >= BLOB_BATCH:
+                check_blobs()
             continue
         try:
             content = odb.get_typed(oid, kind)
@@ -94,6 +107,7 @@ def _connectivity(store: Store, roots: dict[Oid, str], result: FsckResult,
                              for c in ChunkList.decode(content, oid).chunks)
         except VstError as exc:
             result.problems.append(f"bad {kind.label} {oid}: {exc}")
+    check_blobs()
 
 
 def _packs(store: Store, result: FsckResult) -> None:
