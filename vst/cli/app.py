@@ -43,6 +43,8 @@ class App:
         """The store: --store (or VST_STORE), else the working copy's, else the current
         directory if it is a store, else the user's own store if it exists. A local path,
         or an SSH address as given."""
+        from vst.ssh.url import is_ssh
+
         url = self.store_url
         copy = self.working_copy()
         if copy is not None:
@@ -58,8 +60,6 @@ class App:
             else:
                 url = copy.store_url
         if url:
-            from vst.ssh.url import is_ssh
-
             if is_ssh(url):
                 return url
             if "://" in url and not url.startswith("file://"):
@@ -70,8 +70,6 @@ class App:
         if os.path.isfile("config.toml") and os.path.isdir("refs"):
             return "."
         own = self.default_store_path()
-        from vst.ssh.url import is_ssh
-
         if is_ssh(own) or os.path.isfile(os.path.join(own, "config.toml")):
             return own
         raise NotAStore("no store given, and you have no store of your own yet",
