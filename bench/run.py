@@ -1,7 +1,7 @@
 """Run vst, restic, borg and git side by side on the same data and print one table.
 
     python -m bench.run [--scale S] [--tools vst,restic,borg,git] [--datasets big,text,tree]
-                        [--json OUT]
+                        [--json OUT] [--chart PNG]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import datasets, tools
+from bench import chart, datasets, tools
 from bench.datasets import Dataset
 
 MB = 1_000_000  # throughput is in MB/s (10^6 bytes), sizes in MiB
@@ -133,6 +133,20 @@ def report(summary: dict, results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def throughput_groups(results: list[Result]) -> list[tuple[str, list[tuple[str, float | None]]]]:
+    """MB/s per tool per data set, in the table's order, for `chart.bar_chart`; None where the
+    tool is missing or failed."""
+    groups: dict[str, list[tuple[str, float | None]]] = {}
+    for r in results:
+        groups.setdefault(r.dataset, []).append((r.tool, None if r.error else r.mb_per_s))
+    return list(groups.items())
+
+
+def chart_title(summary: dict) -> str:
+    cache = "cold cache" if summary["cold_cache"] else "warm cache"
+    return f"First backup throughput, scale {summary['scale']:g}, {cache}"
+
+
 def _names(text: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
     names = [n for n in text.split(",") if n]
     unknown = set(names) - set(allowed)
@@ -150,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=",".join(datasets.NAMES),
                         type=lambda s: _names(s, datasets.NAMES))
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
+    parser.add_argument("--chart", type=Path, metavar="PNG",
+                        help="also write a bar chart of MB/s per tool and data set here")
     args = parser.parse_args(argv)
 
     work = datasets.bench_root() / "runs"
@@ -177,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         rows = [{**asdict(r), "mb_per_s": None if r.error else r.mb_per_s} for r in results]
         args.json.write_text(json.dumps({**summary, "results": rows}, indent=2) + "\n")
+    if args.chart:
+        args.chart.write_bytes(chart.bar_chart(throughput_groups(results), chart_title(summary),
+                                               "MB/s"))
     return 1 if any(r.error and "not installed" not in r.error for r in results) else 0
 
 
