@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: all venv services demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-ssh bench-deps clean
+.PHONY: all venv services demo test lint typecheck unit torture bench bench-workflow bench-volumes bench-ssh bench-scale bench-deps clean
 
 all: test
 
@@ -83,6 +83,12 @@ bench-volumes: venv
 bench-ssh: venv services
 	$(BIN)/python -m compileall -q vst
 	$(BIN)/python -m bench.ssh $(BENCH_ARGS)
+
+# A commit and a status into an empty store and into one already holding 1,000,000 objects
+# (issue 7: peak RSS stays flat as the store grows). No peers or services needed.
+bench-scale: venv
+	$(BIN)/python -m compileall -q vst
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
