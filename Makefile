@@ -60,12 +60,15 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup; }
 
 # Both benchmarks: first-backup throughput, then the daily working-copy loop. Give --json OUT
-# to one target at a time (each writes its own figures there).
+# to one target at a time (each writes its own figures there). The first also draws its
+# throughput chart to $(CHART) (docs/performance.png is a copy of a full-scale one).
+CHART ?= /var/tmp/vst-bench/throughput.png
 bench: venv bench-deps
 	@# Byte-compile first: start-up is measured, and an environment with
 	@# PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on every run.
 	$(BIN)/python -m compileall -q vst
-	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	mkdir -p $(dir $(CHART))
+	$(BIN)/python -m bench.run --chart $(CHART) $(BENCH_ARGS)
 	$(BIN)/python -m bench.workflow $(BENCH_ARGS)
 
 bench-workflow: venv bench-deps
