@@ -389,7 +389,9 @@ def test_envelope_every_field_tampered(keyring: Keyring) -> None:
     assert envelope.ephemeral is not None and envelope.check is not None
     for bad in (replace(envelope, nonce=flipped(envelope.nonce)),
                 replace(envelope, ciphertext=flipped(envelope.ciphertext)),
-                replace(envelope, ciphertext=envelope.ciphertext[:-1] + b"\0"),
+                # The last byte changed (set to 0 it would be unchanged 1 time in 256).
+                replace(envelope, ciphertext=envelope.ciphertext[:-1]
+                        + bytes([envelope.ciphertext[-1] ^ 1])),
                 replace(envelope, ephemeral=flipped(envelope.ephemeral)),
                 replace(envelope, ephemeral=bytes(32)),          # low-order point
                 replace(envelope, check=flipped(envelope.check)),
