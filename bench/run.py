@@ -10,6 +10,7 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -155,15 +156,20 @@ def _names(text: str, allowed: tuple[str, ...] | list[str]) -> list[str]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+def data_arguments(parser: argparse.ArgumentParser, default: Sequence[str]) -> None:
+    """--scale, --datasets and --json, which every benchmark takes alike."""
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply every data set size and file count (e.g. 0.01)")
-    parser.add_argument("--tools", default=",".join(tools.BY_NAME),
-                        type=lambda s: _names(s, list(tools.BY_NAME)))
-    parser.add_argument("--datasets", default=",".join(datasets.NAMES),
+    parser.add_argument("--datasets", default=",".join(default),
                         type=lambda s: _names(s, datasets.NAMES))
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    data_arguments(parser, datasets.NAMES)
+    parser.add_argument("--tools", default=",".join(tools.BY_NAME),
+                        type=lambda s: _names(s, list(tools.BY_NAME)))
     parser.add_argument("--chart", type=Path, metavar="PNG",
                         help="also write a bar chart of MB/s per tool and data set here")
     args = parser.parse_args(argv)

@@ -364,11 +364,7 @@ def report(summary: dict, rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ssh",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every data set size and file count (e.g. 0.01)")
-    parser.add_argument("--datasets", default=",".join(DATASETS),
-                        type=lambda s: run._names(s, datasets.NAMES))
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
+    run.data_arguments(parser, DATASETS)
     parser.add_argument("--cipher", metavar="NAME",
                         help="ask ssh for this cipher (ssh -c NAME), e.g. aes128-gcm@openssh.com")
     args = parser.parse_args(argv)

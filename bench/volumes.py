@@ -451,11 +451,7 @@ def report(summary: dict, rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.volumes",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every data set size and file count (e.g. 0.01)")
-    parser.add_argument("--datasets", default=",".join(DATASETS),
-                        type=lambda s: run._names(s, datasets.NAMES))
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
+    run.data_arguments(parser, DATASETS)
     parser.add_argument("--weed", metavar="PATH",
                         help="the SeaweedFS binary (default: the venv's, else weed on PATH)")
     parser.add_argument("--no-count", action="store_true",

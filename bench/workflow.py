@@ -545,13 +545,9 @@ def report(summary: dict, rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.workflow",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=1.0,
-                        help="multiply every data set size and file count (e.g. 0.01)")
+    run.data_arguments(parser, datasets.NAMES)
     parser.add_argument("--tools", default=",".join(TOOLS),
                         type=lambda s: run._names(s, list(TOOLS)))
-    parser.add_argument("--datasets", default=",".join(datasets.NAMES),
-                        type=lambda s: run._names(s, datasets.NAMES))
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
     parser.add_argument("--verify", action="store_true",
                         help="compare restored bytes too, not only names and sizes (not timed)")
     args = parser.parse_args(argv)

@@ -848,13 +848,20 @@ def test_a_host_or_user_that_ssh_would_take_for_an_option_is_refused(
 # -- 6. the server's memory under abuse -----------------------------------------------------------
 
 
-def test_the_server_memory_stays_bounded_under_abuse(tmp_path: Path) -> None:
-    root = tmp_path / "root"
+def _served_directly(root: Path) -> RawSession:
+    """A session of ``vst serve`` run directly (no sshd: its memory is what is measured),
+    confined and append-only as under a forced command, on a new store in ``root``."""
     new_store(root / "store")
     session = RawSession(
         [VST, "serve", "--stdio", "--restrict-to", str(root), "--append-only"],
         env=environment(SSH_ORIGINAL_COMMAND=asked(str(root / "store"))), timeout=600)
     assert "ok" in session.hello()
+    return session
+
+
+def test_the_server_memory_stays_bounded_under_abuse(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    session = _served_directly(root)
     # Max-size batches of ids, each answered.
     haves = 200 if TORTURE else 16
     batch = message({"op": "have"}, os.urandom(32 * MAX_IDS))
@@ -900,11 +907,7 @@ def test_the_server_memory_stays_bounded_under_abuse(tmp_path: Path) -> None:
 @pytest.mark.skipif(not TORTURE, reason="about 10 s: runs with VST_TORTURE=1")
 def test_many_collections_do_not_lock_the_clients_out(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    new_store(root / "store")
-    session = RawSession(
-        [VST, "serve", "--stdio", "--restrict-to", str(root), "--append-only"],
-        env=environment(SSH_ORIGINAL_COMMAND=asked(str(root / "store"))), timeout=600)
-    assert "ok" in session.hello()
+    session = _served_directly(root)
     created, refused = 0, False
     while created < 8000 and not refused:
         names = [f"{created + i:06d}" + "x" * 94 for i in range(100)]

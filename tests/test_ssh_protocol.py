@@ -205,3 +205,23 @@ def test_a_malformed_objects_answer_is_a_protocol_error(answer: tuple[object, by
                                lambda _k: None, lambda _m: None)
     with pytest.raises(ProtocolError):
         list(odb._records([Oid(b"\1" * 32)]))
+
+
+@pytest.mark.parametrize("answer", [None, "x", [1, 2], {"a": 1}, 7])
+def test_other_malformed_answers_are_protocol_errors(answer: object, tmp_path: object) -> None:
+    from vst.objects.oid import Oid
+    from vst.ssh.client import RemoteObjectDatabase, RemoteStore
+    from vst.ssh.url import parse
+
+    stub = _Answers((answer, b""))
+    stub.info = {"store_id": "0" * 32,  # type: ignore[attr-defined]
+                 "chunking": {"min": 256 * 1024, "avg": 768 * 1024, "max": 4 * 1024 * 1024}}
+    store = RemoteStore(parse("nas:/srv"), stub, lambda _m: None)  # type: ignore[arg-type]
+    odb = RemoteObjectDatabase(stub, str(tmp_path), 1024 * 1024, 3,  # type: ignore[arg-type]
+                               lambda _k: None, lambda _m: None)
+    for asked in (lambda: store.policy_of("c"), lambda: store.short_packs("c"),
+                  lambda: store.keyrings.names(),
+                  lambda: odb.packs_holding([Oid(b"\1" * 32)]),
+                  lambda: odb.settle({Oid(b"\1" * 32)}, [], odb.placement, "c")):
+        with pytest.raises(ProtocolError):
+            asked()

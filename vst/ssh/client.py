@@ -213,7 +213,7 @@ class RemoteObjectDatabase(ObjectDatabase):
         for start in range(0, len(wanted), BATCH):
             batch = wanted[start:start + BATCH]
             result, _ = self.connection.call("packs_of", b"".join(o.raw for o in batch))
-            packs.update(_oid(text) for text in result)
+            packs.update(_oid(text) for text in _expect(result, list, "packs_of"))
         return packs
 
     def resolve_prefix(self, prefix: str) -> Oid:
@@ -250,6 +250,7 @@ class RemoteObjectDatabase(ObjectDatabase):
                     os.unlink(spooled.path)
                 except OSError:
                     pass
+        result = _expect(result, dict, "pack.put")
         volumes, copies = result.get("volumes"), result.get("copies")
         if isinstance(copies, int) and copies > 0:
             placement.copies = copies
@@ -265,7 +266,8 @@ class RemoteObjectDatabase(ObjectDatabase):
             batch = ids[start:start + BATCH]
             result, _ = self.connection.call("settle", b"".join(o.raw for o in batch),
                                              collection=owner)
-            short.update({_oid(pack): copies for pack, copies in result.items()})
+            short.update({_oid(pack): _count(copies) for pack, copies
+                          in _expect(result, dict, "settle").items()})
         return short
 
 
@@ -289,7 +291,10 @@ class RemoteKeyrings(Keyrings):
 
     def names(self) -> list[str]:
         result, _ = self.connection.call("keyrings")
-        return [name for name in result if isinstance(name, str)]
+        names = _expect(result, list, "keyrings")
+        if not all(isinstance(name, str) for name in names):
+            raise ProtocolError(f"'{self.connection.url}' sent a malformed list of keyrings")
+        return names
 
     def exists(self, name: str) -> bool:
         return name in self.names()
@@ -428,11 +433,16 @@ class RemoteStore:
         from vst.policy import Policy
 
         result, _ = self.connection.call("policy", collection=collection)
-        return Policy(str(result["name"]), tuple(result["volumes"]), int(result["copies"]))
+        try:
+            return Policy(str(result["name"]), tuple(map(str, result["volumes"])),
+                          _count(result["copies"]))
+        except (KeyError, TypeError):
+            raise ProtocolError(f"'{self.path}' sent a malformed policy") from None
 
     def short_packs(self, collection: str, index: Any = None) -> dict[Oid, int]:
         result, _ = self.connection.call("short_packs", collection=collection)
-        return {_oid(pack): int(size) for pack, size in result.items()}
+        return {_oid(pack): _count(size)
+                for pack, size in _expect(result, dict, "short_packs").items()}
 
     def check_copies(self, packs: set[Oid], collection: str) -> None:
         self.connection.call("check_copies", collection=collection,
@@ -479,6 +489,20 @@ class RemoteStore:
 def _local_only(url: str) -> UsageError:
     return UsageError(f"this command works on a local store only, and '{url}' is reached "
                       "over SSH", hint="run it on the machine that holds the store")
+
+
+def _expect(result: Any, kind: type, op: str) -> Any:
+    """``result`` of ``op`` if it is a ``kind``; a server that sends something else is
+    answered with a protocol error, not a crash."""
+    if not isinstance(result, kind):
+        raise ProtocolError(f"the server sent a malformed answer to '{op}'")
+    return result
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ProtocolError("the server sent a malformed count")
+    return value
 
 
 def _oid(text: object) -> Oid:

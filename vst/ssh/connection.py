@@ -41,8 +41,8 @@ class Connection:
                                     f"{exc.strerror}",
                                     hint="set VST_SSH or core.sshCommand to your ssh") from None
         assert self.process.stdin and self.process.stdout and self.process.stderr
-        widen_pipe(self.process.stdin.fileno())
-        widen_pipe(self.process.stdout.fileno())
+        widen_pipe(self.process.stdin)
+        widen_pipe(self.process.stdout)
         self._stderr_thread = threading.Thread(target=self._keep_stderr, daemon=True,
                                                name="vst-ssh-stderr")
         self._stderr_thread.start()

@@ -38,15 +38,15 @@ MESSAGE, PIECE = b"J", b"B"
 PIPE_SIZE = 1024 * 1024  # Linux's default pipe-max-size
 
 
-def widen_pipe(fd: int) -> None:
+def widen_pipe(stream: Any) -> None:
     """Give a pipe a 1 MiB buffer instead of 64 KiB: a 16 MiB pack then crosses in 16
     writes and reads instead of 256, each a wake-up of the other side. Anything that is
-    not a pipe, or a system that says no, keeps what it has."""
+    not a pipe (or has no descriptor), or a system that says no, keeps what it has."""
     import fcntl
 
     try:
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    except OSError:
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except (OSError, ValueError, AttributeError):
         pass
 
 

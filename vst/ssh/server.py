@@ -554,8 +554,8 @@ def serve_stdio(path: str | None, modes: Modes, stdin: BinaryIO | None = None,
     """Serve one session on stdin/stdout; errors before the greeting are sent as the
     greeting (the client shows them), and end the session."""
     channel = Channel(stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, "the client")
-    widen_pipe(channel.reader.fileno())
-    widen_pipe(channel.writer.fileno())
+    widen_pipe(channel.reader)
+    widen_pipe(channel.writer)
     try:
         store_path, modes = requested(path, modes)
         real = confine(store_path, modes.restrict_to)

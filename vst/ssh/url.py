@@ -9,9 +9,7 @@ path.
 from __future__ import annotations
 
 import os
-import shlex
 from typing import NamedTuple
-from urllib.parse import unquote
 
 from vst.errors import UsageError
 
@@ -35,6 +33,8 @@ class SshAddress(NamedTuple):
         """The command to spawn: ``ssh_command`` (split like a shell would, as
         GIT_SSH_COMMAND is), the port, ``--`` and the destination, and the remote
         command line ``remote_vst serve --stdio PATH``."""
+        import shlex
+
         try:
             argv = shlex.split(ssh_command)
         except ValueError as exc:
@@ -73,6 +73,9 @@ def parse(url: str) -> SshAddress:
 
 
 def _parse(url: str) -> SshAddress:
+    # Imported here: every command asks is_ssh() of its store, few parse an address.
+    from urllib.parse import unquote
+
     if url.startswith("ssh://"):
         rest = url[len("ssh://"):]
         authority, slash, path = rest.partition("/")
