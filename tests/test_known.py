@@ -122,3 +122,24 @@ def test_status_opens_the_keyring_only_when_something_must_be_hashed(
     (work / "a.txt").write_text("changed\n")
     ran = vst(work, "status")
     assert ran.code == 12 and "no key you hold opens keyring 'w'" in ran.err
+
+
+def test_commit_opens_the_keyring_only_when_something_must_be_stored(
+        work: Path, env: dict[str, str]) -> None:
+    """A commit with nothing to commit needs no key (no passphrase asked, no cipher loaded);
+    one with something to store fails without it, as before, and leaves the head alone."""
+    keys = Path(env["XDG_CONFIG_HOME"]) / "vst" / "keys"
+    old = 1_600_000_000  # out of the stat cache's racy window, so it vouches for a.txt
+    os.utime(work / "a.txt", (old, old))
+    ok(work, "status")  # refreshes the stat cache
+    head = ok(work, "rev-parse", "HEAD")
+    keys.rename(keys.with_name("keys.away"))
+    ran = vst(work, "commit", "-m", "again")
+    assert ran.code == 0 and "nothing to commit" in ran.err
+    (work / "a.txt").write_text("changed\n")
+    ran = vst(work, "commit", "-m", "changed")
+    assert ran.code == 12 and "no key you hold opens keyring 'w'" in ran.err
+    keys.with_name("keys.away").rename(keys)
+    assert ok(work, "rev-parse", "HEAD") == head
+    ok(work, "commit", "-m", "changed")
+    assert ok(work, "rev-parse", "HEAD") != head

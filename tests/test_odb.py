@@ -9,6 +9,7 @@ import shutil
 import stat
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import blake3
@@ -133,6 +134,20 @@ def test_dedup(store: Store) -> None:
         assert writer.objects_written == 0
     assert store.odb.index.count()[:2] == (1, 1)
     assert len(list(LocalVolume(os.path.join(store.path, "volumes/default")).list("packs/"))) == 1
+
+
+def test_claim_is_true_once_per_new_object_however_many_threads_ask(store: Store) -> None:
+    stored = put_all(store, [b"stored %d" % n for n in range(50)])
+    new = [PLAIN_IDS.compute(BLOB, b"new %d" % n) for n in range(200)]
+    with store.odb.writer() as writer:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda oid: (oid, writer.claim(oid)),
+                                    (stored + new) * 8))
+        won = [oid for oid, claimed in answers if claimed]
+        assert sorted(won) == sorted(new)  # each new one exactly once
+        written = writer.put(BLOB, b"written here")
+        assert not writer.claim(written)  # added by this writer: not claimable either
+    assert store.odb.index.count()[0] == 51
 
 
 def test_same_bytes_different_type_are_different_objects(store: Store) -> None:

@@ -539,6 +539,29 @@ def test_hash_object_large_file_becomes_chunks(store: Store, tmp_path: Path) -> 
     assert vst("--store", store.path, "cat-file", "-t", written.oid.hex).out == b"chunks\n"
 
 
+def test_large_files_store_each_new_chunk_once_and_reuse_stored_ones(store: Store,
+                                                                   tmp_path: Path) -> None:
+    """Chunks of a large file are hashed, looked up and sealed by worker threads (one job a
+    chunk): a chunk repeated within the file, or already stored, is not written again."""
+    block = random.Random(3).randbytes(6 * 1024 * 1024)
+    _write(str(tmp_path / "twice"), block + block)  # the second half cuts like the first
+    (twice,) = hash_object(store, paths=[str(tmp_path / "twice")], write=True)
+    chunks = store.odb.read_chunk_list(twice.oid).chunks
+    distinct = {c.oid for c in chunks}
+    assert len(distinct) < len(chunks)  # the test means something: chunks repeat
+    objects = store.odb.index.count()[0]
+    assert objects == len(distinct) + 1  # each chunk once, and the chunks object
+    assert b"".join(file_content(store, twice.oid)) == block + block
+    # A file sharing all but its tail with the stored one writes only the new chunks.
+    _write(str(tmp_path / "longer"), block + block + random.Random(4).randbytes(100_000))
+    (longer,) = hash_object(store, paths=[str(tmp_path / "longer")], write=True)
+    new = {c.oid for c in store.odb.read_chunk_list(longer.oid).chunks} - distinct
+    assert 1 <= len(new) <= 2  # the tail, and the chunk the tail's cut point moved
+    assert store.odb.index.count()[0] == objects + len(new) + 1
+    assert b"".join(file_content(store, longer.oid))[-100_000:] == \
+        random.Random(4).randbytes(100_000)
+
+
 def test_hash_object_refuses_non_files(store: Store, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a regular file"):
         hash_object(store, paths=[str(tmp_path)])

@@ -106,6 +106,14 @@ class TestSealRoundTrip:
         assert record[HEADER.size:] == content
         assert unseal(record, oid, PLAIN_IDS, WHERE) == (ObjectType.BLOB, content)
 
+    def test_compressible_head_and_incompressible_rest(self) -> None:
+        # The first sample alone decides for a compressible head; what is stored is still
+        # the smaller of the two, and reads back exact.
+        content = b"abc" * 20_000 + os.urandom(400_000)
+        oid, record = sealed(content)
+        assert len(record) <= HEADER.size + len(content)
+        assert unseal(record, oid, PLAIN_IDS, WHERE) == (ObjectType.BLOB, content)
+
     def test_empty(self) -> None:
         oid, record = sealed(b"")
         assert len(record) == HEADER.size

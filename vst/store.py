@@ -25,6 +25,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from vst.errors import (
@@ -65,7 +66,7 @@ STORE_FORMAT = 1
 VOLUME_FORMAT = 1
 DESCRIPTOR = "volume.toml"
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
-DEFAULT_COMPRESSION = 3
+DEFAULT_COMPRESSION = 2  # zstd: on text 15% faster than 3 for 7% more bytes
 LOCK_TIMEOUT = 10.0
 _COLLECTION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}\Z")
 # The keys a [volumes.NAME] table may hold besides url and id: where to reach an S3
@@ -572,7 +573,7 @@ class Store:
         default policy when None), recording what it writes and reuses as the
         collection's, naming and sealing objects with its keyring (if it has one)."""
         return self.odb.writer(self.placement(collection), owner=collection,
-                               sealing=self.sealing(collection))
+                               sealing=partial(self.sealing, collection))
 
     def sealing(self, collection: str | None) -> Any:
         """How ``collection``'s objects are named and sealed: its keyring's, opened with

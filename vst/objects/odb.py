@@ -379,12 +379,12 @@ class ObjectDatabase:
     # -- writing ----------------------------------------------------------------------------
 
     def writer(self, placement: Placement | None = None, *, owner: str | None = None,
-               sealing: Sealing | None = None) -> ObjectWriter:
+               sealing: Sealing | Callable[[], Sealing] | None = None) -> ObjectWriter:
         """A writer putting new packs where ``placement`` says (the database's default
         when None), recording them, and the packs it reuses, as ``owner``'s (a
         collection): what ``vst replicate`` and the under-replicated counts go by. Its
         objects are named and sealed by ``sealing`` (unencrypted when None), in packs of
-        that keyring only."""
+        that keyring only. A callable is asked on first need (``ObjectWriter.sealing``)."""
         return ObjectWriter(self, placement or self.placement, owner,
                             sealing or self.sealing(None))
 
@@ -529,14 +529,16 @@ class ObjectWriter:
 
     Records go straight into a spool file as they arrive (memory stays flat however large
     the commit); a full pack is handed to a background thread that syncs it and links it
-    into place on the volumes while the next one fills."""
+    into place on the volumes while the next one fills. ``claim`` is the one method worker
+    threads may call."""
 
     def __init__(self, odb: ObjectDatabase, placement: Placement, owner: str | None,
-                 sealing: Sealing) -> None:
+                 sealing: Sealing | Callable[[], Sealing]) -> None:
         self.odb = odb
         self.placement = placement
         self.owner = owner
-        self.sealing = sealing
+        self._sealing = sealing
+        self._opening_sealing = threading.Lock()
         # Packs written with fewer copies than the placement asks, and how many they got;
         # after close, also the reused packs that could not be brought up to it.
         self.short: dict[Oid, int] = {}
@@ -544,6 +546,8 @@ class ObjectWriter:
         self._pack: PackStream | None = None
         self._spool: tuple[int, str, bytearray | None] | None = None
         self._pending: set[Oid] = set()
+        self._claimed: set[Oid] = set()
+        self._claiming = threading.Lock()
         self._queue: queue.Queue[_Spooled | None] = queue.Queue()
         self._error: BaseException | None = None
         # Packs being made durable at once, besides the one filling: enough to keep a slow
@@ -572,6 +576,20 @@ class ObjectWriter:
         else:
             self.abort()
 
+    @property
+    def sealing(self) -> Sealing:
+        """How this writer names and seals objects. Given as a callable, it is asked on
+        first need only: a commit that finds nothing changed never opens the keyring (no
+        passphrase asked, no cipher library loaded: 0.1 s and 13 MiB)."""
+        sealing = self._sealing
+        if not isinstance(sealing, Sealing):
+            with self._opening_sealing:  # worker threads may ask at once: open it once
+                if not isinstance(self._sealing, Sealing):
+                    self._sealing = self._sealing()
+                sealing = self._sealing
+        assert isinstance(sealing, Sealing)
+        return sealing
+
     def contains(self, oid: Oid) -> bool:
         if oid in self._pending:
             return True
@@ -588,6 +606,20 @@ class ObjectWriter:
     def pending(self, oid: Oid) -> bool:
         """Added by this writer and not yet durable (not readable through the database)."""
         return oid in self._pending and not self.odb.index.has(oid)
+
+    def claim(self, oid: Oid) -> bool:
+        """Whether the caller is the one to seal and add ``oid``: True once per object this
+        store lacks, however many threads ask. Thread-safe, so that a worker can hash, look
+        up and seal a chunk in one job (one lookup a chunk: for a local index only)."""
+        with self._claiming:
+            if oid in self._claimed or oid in self._pending:
+                return False
+            self._claimed.add(oid)
+        if self.odb.index.has(oid):
+            with self._claiming:
+                self._reused.add(oid)
+            return False
+        return True
 
     def missing(self, oids: Iterable[Oid]) -> set[Oid]:
         wanted = {o for o in oids if o not in self._pending}

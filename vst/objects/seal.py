@@ -89,6 +89,7 @@ PLAIN = Sealing(NO_KEYRING, PLAIN_IDS, None)
 _SAMPLE_THRESHOLD = 128 * 1024
 _SAMPLE_SIZE = 16 * 1024
 _SAMPLE_MIN_GAIN = 0.97
+_SAMPLE_SURE_GAIN = 0.6  # a first sample this compressible settles it (text, logs, code)
 
 _local = threading.local()
 _zstd: Any = None
@@ -126,10 +127,12 @@ def _worth_compressing(content: bytes | memoryview, compressor: Any) -> bool:
     if size < _SAMPLE_THRESHOLD:
         return True
     view = memoryview(content)
-    samples = [view[:_SAMPLE_SIZE], view[size // 2:size // 2 + _SAMPLE_SIZE],
-               view[size - _SAMPLE_SIZE:]]
-    packed = sum(len(compressor.compress(sample)) for sample in samples)
-    return packed < _SAMPLE_MIN_GAIN * _SAMPLE_SIZE * len(samples)
+    first = len(compressor.compress(view[:_SAMPLE_SIZE]))
+    if first < _SAMPLE_SURE_GAIN * _SAMPLE_SIZE:  # clearly compressible: no need to look on
+        return True
+    packed = first + sum(len(compressor.compress(sample)) for sample in
+                         (view[size // 2:size // 2 + _SAMPLE_SIZE], view[size - _SAMPLE_SIZE:]))
+    return packed < _SAMPLE_MIN_GAIN * _SAMPLE_SIZE * 3
 
 
 def _compress(content: bytes | memoryview, level: int) -> tuple[bytes | memoryview, int]:

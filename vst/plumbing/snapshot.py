@@ -80,7 +80,8 @@ def scan(store: Store, root: str, cache: StatCache | None, *,
 
     written = writer.bytes_written if writer is not None else 0
     if sealing is None:
-        sealing = writer.sealing if writer is not None else odb.sealing(None)
+        # Asked on first need: a scan that finds nothing to hash opens no keyring.
+        sealing = (lambda: writer.sealing) if writer is not None else odb.sealing(None)
     with Ingest(store.chunk_params, sealing, writer, store.compression_level,
                 on_bytes=counted, processes=processes) as ingest:
         walk = _Walk(ingest, writer, cache.entries if cache else {}, snapshot, warn)

@@ -67,8 +67,10 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
         # One writer for the whole commit: contents, trees and the commit object share
         # packs, and none of it is durable until the writer closes, before the ref moves.
         with store.writer(copy.collection) as writer:
+            # The keyring is opened when the scan first needs it: not at all when nothing
+            # changed.
             snapshot = scan(store, copy.root, cache, writer=None if dry_run else writer,
-                            sealing=writer.sealing, warn=warn, on_bytes=on_bytes)
+                            sealing=lambda: writer.sealing, warn=warn, on_bytes=on_bytes)
             remove_temporaries(copy.root, snapshot)
             changes = working_changes(cache.entries, snapshot.entries)
             counts = Counter(change.status for change in changes)

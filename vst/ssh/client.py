@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vst.errors import (
@@ -427,7 +428,7 @@ class RemoteStore:
         return sealing_of(self, collection)
 
     def writer(self, collection: str | None = None) -> Any:
-        return self.odb.writer(owner=collection, sealing=self.sealing(collection))
+        return self.odb.writer(owner=collection, sealing=partial(self.sealing, collection))
 
     def policy_of(self, collection: str | None) -> Policy:
         from vst.policy import Policy
