@@ -21,7 +21,7 @@ from vst.objects.oid import Oid
 from vst.objects.types import ObjectType
 from vst.porcelain.status import status
 from vst.store import Store
-from vst.workdir import RACY_NS, CacheEntry, StatCache, WorkingCopy
+from vst.workdir import RACY_NS, CacheEntry, StatCache, WorkingCopy, inodes_warmed
 
 OLD_NS = 1_600_000_000_123_456_789  # an mtime well outside the racy window
 
@@ -661,3 +661,47 @@ def test_pull_of_an_empty_folder_where_a_folder_with_new_files_is(two: tuple[Pat
     assert not [name for name in os.listdir(mine) if "conflict" in name]
     assert (mine / "shared" / "new.txt").read_text() == "mine\n"
     assert porcelain(mine) == ["A shared/new.txt"]
+
+
+def test_inodes_warmed_walks_in_a_child_that_is_always_reaped(
+        photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok(photos, "commit", "-m", "first")
+    copy = WorkingCopy.open(str(photos))
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counted_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counted_fork)
+    # As in a command before it starts its pools (another test may have left a thread).
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    with inodes_warmed(copy):  # a small working copy: no child
+        pass
+    assert forks == []
+    monkeypatch.setattr(workdir, "WARM_THRESHOLD", 0)
+    with inodes_warmed(copy):
+        assert len(forks) == 1
+    with pytest.raises(ChildProcessError):  # killed and reaped: no zombie is left
+        os.waitpid(forks[0], os.WNOHANG)
+    with pytest.raises(RuntimeError), inodes_warmed(copy):  # also when the block fails
+        raise RuntimeError("the scan failed")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[1], os.WNOHANG)
+    # Not with threads running: a fork then could copy a lock some thread holds.
+    monkeypatch.setattr(threading, "active_count", lambda: 2)
+    with inodes_warmed(copy):
+        pass
+    assert len(forks) == 2
+
+
+def test_lstat_everything_skips_what_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(b"x")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # never followed
+    (tmp_path / "gone").symlink_to(tmp_path / "missing")
+    workdir._lstat_everything(os.fsencode(tmp_path / "no such folder"))
+    workdir._lstat_everything(os.fsencode(tmp_path))

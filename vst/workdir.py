@@ -40,7 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import struct
+import sys
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -307,3 +310,66 @@ class WorkingCopy:
 
     def describe(self) -> dict[str, Any]:
         return {"root": self.root, "store": self.store_url, "collection": self.collection}
+
+
+# Below this many cached paths a walk is quick anyway: not worth a fork.
+WARM_THRESHOLD = 4096
+
+
+@contextlib.contextmanager
+def inodes_warmed(copy: WorkingCopy) -> Iterator[None]:
+    """Inside the block, a child process walks the working copy and lstat()s every path,
+    so that the scan finds directories and inodes in the kernel's cache instead of waiting
+    on the disk for each, in turn.
+
+    On a cold cache, a scan of 50,000 files spends most of its time waiting for inode
+    blocks: 0.80 s for ``vst status``, against 0.49 s warm. Walking ahead in a thread made
+    it slower (0.95 s: the two Python loops took turns with the GIL); a process of its own
+    runs on the other core and brought it to 0.6 s. The child is forked before the
+    command starts any thread, does nothing but read directories and statuses (no
+    locks, no output, ``os._exit``), and is killed when the block ends, wherever it
+    got to: it only ever makes the scan's reads cheaper. Linux only; skipped for a small
+    working copy (by the size of its stat cache) and when threads already run."""
+    pid = _fork_walker(copy) if sys.platform == "linux" and threading.active_count() == 1 \
+        else 0
+    try:
+        yield
+    finally:
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _fork_walker(copy: WorkingCopy) -> int:
+    """The walking child's pid (0: none was started)."""
+    try:
+        # An entry takes over 100 bytes in the cache file.
+        if os.stat(copy._path("index")).st_size < WARM_THRESHOLD * 100:
+            return 0
+        pid = os.fork()
+    except OSError:  # no cache yet, or no process to spare: the scan only goes slower
+        return 0
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+            _lstat_everything(os.fsencode(copy.root))
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _lstat_everything(root: bytes) -> None:
+    stack = [root]
+    state = STATE_DIR.encode()
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    entry.stat(follow_symlinks=False)
+                    if entry.is_dir(follow_symlinks=False) and entry.name != state:
+                        stack.append(entry.path)
+        except OSError:
+            continue

@@ -22,8 +22,7 @@ def command(app: App, message: str | None, message_file: BinaryIO | None,
 
     Without -m or -F the message is a summary of the changes.
     """
-    from vst.plumbing.quoting import quote
-    from vst.porcelain.commit import commit
+    from vst.workdir import inodes_warmed
 
     if message is not None and message_file is not None:
         raise click.UsageError("give -m or -F, not both")
@@ -33,16 +32,20 @@ def command(app: App, message: str | None, message_file: BinaryIO | None,
         raise click.UsageError("empty commit message (leave out -m for a summary of the "
                                "changes)")
     copy = app.require_working_copy()
-    store = app.open_store()
-    tune_allocator()
-    progress = app.progress("Committing")
-    try:
-        result = commit(store, copy, text, author=app.identity("AUTHOR", store),
-                        committer=app.identity("COMMITTER", store), hooks=app.hooks(copy),
-                        dry_run=dry_run, allow_empty=allow_empty, warn=app.warn,
-                        on_bytes=progress.add)
-    finally:
-        progress.close()
+    with inodes_warmed(copy):  # from here, before the imports: they take a cold disk's time
+        from vst.plumbing.quoting import quote
+        from vst.porcelain.commit import commit
+
+        store = app.open_store()
+        tune_allocator()
+        progress = app.progress("Committing")
+        try:
+            result = commit(store, copy, text, author=app.identity("AUTHOR", store),
+                            committer=app.identity("COMMITTER", store), hooks=app.hooks(copy),
+                            dry_run=dry_run, allow_empty=allow_empty, warn=app.warn,
+                            on_bytes=progress.add)
+        finally:
+            progress.close()
     counts = {word: result.count(s) for s, word in
               (("A", "added"), ("M", "modified"), ("D", "deleted"), ("T", "type_changed"))}
     if app.json:

@@ -21,12 +21,15 @@ WORDS = {"A": "added", "M": "modified", "D": "deleted", "T": "typechange"}
 def command(app: App, short: bool, porcelain: bool, nul: bool, exit_code: bool,
             paths: tuple[str, ...]) -> int:
     """Show what changed in the working copy since its base commit."""
-    from vst.plumbing.quoting import quote
-    from vst.porcelain.status import status
+    from vst.workdir import inodes_warmed
 
     copy = app.require_working_copy()
-    store = app.open_store()
-    result = status(store, copy, paths=app.tree_paths(paths), warn=app.warn)
+    with inodes_warmed(copy):  # from here, before the imports: they take a cold disk's time
+        from vst.plumbing.quoting import quote
+        from vst.porcelain.status import status
+
+        store = app.open_store()
+        result = status(store, copy, paths=app.tree_paths(paths), warn=app.warn)
     changes = result.changes
     if app.json or not (short or porcelain or nul):
         from vst.porcelain.policy import under_replicated
