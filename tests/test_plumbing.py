@@ -4,6 +4,7 @@ a few checks go through the real command line."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
@@ -21,6 +22,7 @@ from vst.errors import (
     NotFound,
     ObjectMissing,
     UsageError,
+    VstError,
 )
 from vst.objects.commit import Signature
 from vst.objects.ids import PLAIN_IDS
@@ -890,6 +892,49 @@ def test_a_job_reads_a_bounded_amount_and_hands_back_the_rest(tmp_path: Path) ->
     assert len(pieces) == 8 and 1 <= len(read) < 8
     assert sum(p.size for p in read) < JOB_BYTES + JOB_BYTES // 3
     assert all(p.again for p in pieces[len(read):])
+
+
+def test_a_job_opens_its_files_first_and_leaves_no_descriptor_open(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job opens all its files before reading any (to hint the kernel to read them all at
+    once): whatever each path turns out to be, and when a read fails, no descriptor stays
+    open, and each path gets its own outcome."""
+    import vst.ingest
+    from vst.ingest import JOB_BYTES, open_and_hash_many
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    (tmp_path / "a").write_bytes(b"alpha")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "big").write_bytes(b"x" * (JOB_BYTES + 1))
+    for number in range(4):
+        (tmp_path / f"fill{number}").write_bytes(bytes([number]) * (JOB_BYTES // 2))
+    names = ["a", "gone", "link", "fifo", "dir", "big"] + [f"fill{n}" for n in range(4)]
+    paths = [os.fsencode(tmp_path / name) for name in names]
+    before = open_fds()
+    pieces = open_and_hash_many(paths, JOB_BYTES, PLAIN_IDS)
+    assert open_fds() == before
+    outcome = dict(zip(names, pieces, strict=True))
+    assert outcome["a"].oid == PLAIN_IDS.compute(ObjectType.BLOB, b"alpha")
+    assert outcome["gone"].skipped == "vanished while being read"
+    assert outcome["link"].skipped == "became a symlink"
+    assert outcome["fifo"].skipped == outcome["dir"].skipped == "not a regular file"
+    assert outcome["big"].large and outcome["big"].oid is None
+    assert outcome["fill1"].size == JOB_BYTES // 2
+    assert outcome["fill2"].again and outcome["fill3"].again  # past the job's bytes
+
+    def failing_read(fd: int, size_hint: int) -> bytes:
+        if size_hint == JOB_BYTES // 2:
+            raise OSError(errno.EIO, "Input/output error")
+        return os.read(fd, size_hint + 1)
+
+    monkeypatch.setattr(vst.ingest, "_read_fd", failing_read)
+    with pytest.raises(VstError, match=r"cannot read .*fill0"):
+        open_and_hash_many(paths, JOB_BYTES, PLAIN_IDS)
+    assert open_fds() == before
 
 
 def test_write_tree_of_files_larger_than_a_job(store: Store, tmp_path: Path) -> None:

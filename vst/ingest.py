@@ -243,9 +243,12 @@ class Ingest:
         """Worker processes for many small files, started once there are enough of them to
         pay for the start (~0.1 s): threads of one process spend most of their time
         handing the GIL to each other on such work (2 million futex calls for 50,000
-        files), processes do not. Six per core, because a cold disk serves many reads in
-        flight faster than few (50,000 files on 2 cores: 9.0 s with 2 processes, 7.0 s with
-        4, 5.3 s with 8, 4.7 s with 12 and 128 files a job; 16 were slower again)."""
+        files), processes do not. Two per core: a job asks the kernel for all its files'
+        data at once (``open_and_hash_many``), so the reads in flight no longer come from
+        many processes, and one process per core would wait on each file's inode when
+        opening it (50,000 files on 2 cores, cold: 4.3 s with 4 processes, 4.3 s with 2,
+        4.3 s with 6, 4.4 s with 12, which spent 7.0 CPU-s against 6.7 for 4. Before the
+        readahead hint, 12 were best: 5.4 s, 9.3 CPU-s)."""
         if self._process_pool is None and self._use_processes \
                 and self._small_paths >= PROCESS_THRESHOLD:
             context = multiprocessing.get_context("forkserver")
@@ -257,7 +260,7 @@ class Ingest:
             parent_dedups = self.writer is not None and index is None
             try:
                 self._process_pool = ProcessPoolExecutor(
-                    6 * self._cores, mp_context=context, initializer=_process_init,
+                    2 * self._cores, mp_context=context, initializer=_process_init,
                     initargs=(self.params.min, self.sealing.portable(), self.level, index,
                               parent_dedups))
             except OSError:
@@ -445,15 +448,26 @@ class Ingest:
 def open_and_hash(path: bytes, small: int, ids: IdScheme) -> _Piece:
     """Open ``path`` without following a symlink, and read and hash it if it is a regular
     file of at most ``small`` bytes; otherwise say why not (large, vanished, not a file)."""
+    opened = _open_file(path)
+    return opened if isinstance(opened, _Piece) else _read_and_hash(opened, path, small, ids)
+
+
+def _open_file(path: bytes) -> int | _Piece:
+    """A descriptor of ``path`` opened without following a symlink, or the piece saying
+    why it is skipped."""
     try:
         # O_NONBLOCK: a FIFO swapped in since the directory was listed must not hang us.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return _Piece(None, ObjectType.BLOB, b"", skipped="vanished while being read")
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return _Piece(None, ObjectType.BLOB, b"", skipped="became a symlink")
         raise from_os_error(exc, f"cannot read '{os.fsdecode(path)}'") from exc
+
+
+def _read_and_hash(fd: int, path: bytes, small: int, ids: IdScheme) -> _Piece:
+    """``open_and_hash`` once ``path`` is open as ``fd``, which this closes."""
     changed = False
     try:
         st = os.fstat(fd)
@@ -520,17 +534,57 @@ def open_and_hash_many(paths: list[bytes], small: int, ids: IdScheme) -> list[_P
     """``open_and_hash`` for each path until ``JOB_BYTES`` have been read; the paths left
     come back marked ``again``. This bounds what the results of the jobs in flight hold to
     MAX_JOBS x JOB_BYTES (reached only when the adding thread falls behind), whatever the
-    sizes of the files."""
-    pieces = []
+    sizes of the files.
+
+    Every file is opened first and the kernel told it will be read (``WILLNEED``, up to
+    ``small`` bytes): it then reads the whole job's files at once, in as few requests as
+    their places on the disk allow, instead of one small read at a time. On a cold cache
+    this took the first commit of 50,000 files from 5.4 to 4.5 s, and 9.3 to 7.2 CPU-s
+    (fewer, larger requests cost a virtual machine fewer exits). A file left for the
+    next job (``again``) was not read in vain: it waits in the page cache."""
+    opened: list[int | _Piece | None] = []
+    try:
+        for path in paths:
+            opened.append(_open_file(path))
+            if isinstance(opened[-1], int):
+                _will_read(opened[-1], small)
+    except BaseException:
+        _close_all(opened)
+        raise
+    pieces: list[_Piece] = []
     read = 0
-    for position, path in enumerate(paths):
-        if read >= JOB_BYTES:
-            pieces += [_Piece(None, ObjectType.BLOB, b"", again=True) for _ in paths[position:]]
-            break
-        piece = open_and_hash(path, small, ids)
-        read += len(piece.data)
-        pieces.append(piece)
+    try:
+        for position, path in enumerate(paths):
+            fd_or_piece, opened[position] = opened[position], None  # in this loop's hands
+            assert fd_or_piece is not None
+            if read >= JOB_BYTES:
+                if isinstance(fd_or_piece, int):
+                    os.close(fd_or_piece)
+                pieces.append(_Piece(None, ObjectType.BLOB, b"", again=True))
+                continue
+            piece = fd_or_piece if isinstance(fd_or_piece, _Piece) \
+                else _read_and_hash(fd_or_piece, path, small, ids)
+            read += len(piece.data)
+            pieces.append(piece)
+    finally:
+        _close_all(opened)
     return pieces
+
+
+def _will_read(fd: int, small: int) -> None:
+    try:
+        os.posix_fadvise(fd, 0, small + 1, os.POSIX_FADV_WILLNEED)
+    except (OSError, AttributeError):  # not a regular file, or no fadvise here: a hint only
+        pass
+
+
+def _close_all(opened: list[int | _Piece | None]) -> None:
+    for item in opened:
+        if isinstance(item, int):
+            try:
+                os.close(item)
+            except OSError:
+                pass
 
 
 class _ProcessState(NamedTuple):
