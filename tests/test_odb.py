@@ -150,6 +150,26 @@ def test_claim_is_true_once_per_new_object_however_many_threads_ask(store: Store
     assert store.odb.index.count()[0] == 51
 
 
+def test_lookup_many_answers_in_order_across_query_batches(store: Store) -> None:
+    stored = put_all(store, [b"object %d" % n for n in range(1200)])  # > 2 query batches
+    absent = [PLAIN_IDS.compute(BLOB, b"absent %d" % n) for n in range(3)]
+    asked = [absent[0], *reversed(stored), absent[1], stored[7], absent[2]]
+    found = store.odb.index.lookup_many(asked)
+    assert found == [store.odb.index.lookup(oid) for oid in asked]
+    assert found[0] is None and found[1] is not None and found[-1] is None
+    assert store.odb.index.lookup_many([]) == []
+
+
+def test_read_sealed_many_stops_at_its_budget(store: Store) -> None:
+    oids = put_all(store, [os.urandom(1000) for _ in range(1100)])
+    records = store.odb.read_sealed_many(oids, 600 * 1000)  # about 590 of 1,100 records
+    assert 500 < len(records) < 600
+    assert all(record is not None and record[1] is None for record in records)
+    assert len(store.odb.read_sealed_many(oids[:3], 1)) == 1  # at least one, whatever
+    missing = PLAIN_IDS.compute(BLOB, b"not stored")
+    assert store.odb.read_sealed_many([missing, *oids[:2]], 10**6)[0] is None
+
+
 def test_same_bytes_different_type_are_different_objects(store: Store) -> None:
     blob, tree = put_all(store, [b"\x01"]) + put_all(store, [b"\x01"], ObjectType.TREE)
     assert blob != tree

@@ -88,6 +88,7 @@ INDEX_BATCH = 8  # packs indexed per transaction
 IN_FLIGHT = 2  # packs being made durable at once by a writer
 SPAN_GAP = 256 * 1024  # records this close in a pack are read together by read_many...
 SPAN_MAX = 8 * 1024 * 1024  # ...up to this much at once
+LOOKUP_BATCH = 512  # ids looked up in the index at once by read_sealed_many
 
 
 def pack_name(pack: Oid) -> str:
@@ -270,13 +271,15 @@ class ObjectDatabase:
         found: list[tuple[bytes, bytes | None] | None] = []
         locations: list[Location | None] = []
         total = 0
-        for oid in oids:
-            location = self.index.lookup(oid)
-            if location is not None and found and total + location.length > budget:
+        for start in range(0, len(oids), LOOKUP_BATCH):  # no more lookups than the budget
+            for location in self.index.lookup_many(oids[start:start + LOOKUP_BATCH]):
+                if location is not None and found and total + location.length > budget:
+                    break
+                total += location.length if location is not None else 0
+                found.append(None)
+                locations.append(location)
+            if len(found) < min(len(oids), start + LOOKUP_BATCH):
                 break
-            total += location.length if location is not None else 0
-            found.append(None)
-            locations.append(location)
         taken = oids[:len(found)]
         packs: dict[Oid, VolumeRef | None] = {}
         for volume, keyring, records in self._spans(taken, packs, locations):
@@ -300,8 +303,9 @@ class ObjectDatabase:
         available volume are left out. ``locations``: the index's answers for ``oids``,
         when the caller has them already."""
         located = []
-        for number, oid in enumerate(oids):
-            location = self.index.lookup(oid) if locations is None else locations[number]
+        if locations is None:
+            locations = self.index.lookup_many(oids)
+        for number, location in enumerate(locations):
             if location is not None:
                 located.append((location.pack.raw, location.offset, location.length, number,
                                 location.keyring))
