@@ -222,6 +222,6 @@ def test_other_malformed_answers_are_protocol_errors(answer: object, tmp_path: o
     for asked in (lambda: store.policy_of("c"), lambda: store.short_packs("c"),
                   lambda: store.keyrings.names(),
                   lambda: odb.packs_holding([Oid(b"\1" * 32)]),
-                  lambda: odb.settle({Oid(b"\1" * 32)}, [], odb.placement, "c")):
+                  lambda: odb.settle({Oid(b"\1" * 32)}, odb.placement, "c")):
         with pytest.raises(ProtocolError):
             asked()

@@ -383,14 +383,18 @@ class ObjectDatabase:
     # -- writing ----------------------------------------------------------------------------
 
     def writer(self, placement: Placement | None = None, *, owner: str | None = None,
-               sealing: Sealing | Callable[[], Sealing] | None = None) -> ObjectWriter:
+               sealing: Sealing | Callable[[], Sealing] | None = None,
+               keep_indexes: bool = False) -> ObjectWriter:
         """A writer putting new packs where ``placement`` says (the database's default
         when None), recording them, and the packs it reuses, as ``owner``'s (a
         collection): what ``vst replicate`` and the under-replicated counts go by. Its
         objects are named and sealed by ``sealing`` (unencrypted when None), in packs of
-        that keyring only. A callable is asked on first need (``ObjectWriter.sealing``)."""
+        that keyring only. A callable is asked on first need (``ObjectWriter.sealing``).
+        ``keep_indexes``: keep the index of every pack written, in ``ObjectWriter.written``
+        (a rotation relocates objects by them; a commit of a million files need not hold
+        a million entries until it ends)."""
         return ObjectWriter(self, placement or self.placement, owner,
-                            sealing or self.sealing(None))
+                            sealing or self.sealing(None), keep_indexes=keep_indexes)
 
     def load_pack(self, volume: VolumeRef, pack: Oid) -> bytes:
         return volume.backend.load(pack_name(pack))
@@ -476,11 +480,11 @@ class ObjectDatabase:
         self.index.add_copies([(pack, target.volume_id)])
         return len(data)
 
-    def settle(self, reused: set[Oid], written: list[tuple[Oid, PackIndex]],
-               placement: Placement, owner: str | None) -> dict[Oid, int]:
+    def settle(self, reused: set[Oid], placement: Placement, owner: str | None
+               ) -> dict[Oid, int]:
         """A writer's last step: bring the packs holding the ``reused`` objects up to the
         placement (``reconcile``) and record them as ``owner``'s. Returns the reused packs
-        still short of copies (the ``written`` ones were counted as they were written)."""
+        still short of copies (the packs written were counted as they were written)."""
         if not reused:
             return {}
         packs = self.index.packs_of(reused)
@@ -537,7 +541,8 @@ class ObjectWriter:
     threads may call."""
 
     def __init__(self, odb: ObjectDatabase, placement: Placement, owner: str | None,
-                 sealing: Sealing | Callable[[], Sealing]) -> None:
+                 sealing: Sealing | Callable[[], Sealing], *, keep_indexes: bool = False
+                 ) -> None:
         self.odb = odb
         self.placement = placement
         self.owner = owner
@@ -569,7 +574,9 @@ class ObjectWriter:
         self._closed = False
         self.objects_written = 0
         self.bytes_written = 0  # sealed (compressed) bytes of new records
-        self.written: list[tuple[Oid, PackIndex]] = []  # the packs made durable and indexed
+        # The packs made durable and indexed, with their indexes if asked to keep them.
+        self.written: list[tuple[Oid, PackIndex | None]] = []
+        self._keep_indexes = keep_indexes
 
     def __enter__(self) -> ObjectWriter:
         return self
@@ -689,7 +696,7 @@ class ObjectWriter:
             self._stop()
         self._raise_if_failed()
         reused, self._reused = self._reused, set()
-        self.short.update(self.odb.settle(reused, self.written, self.placement, self.owner))
+        self.short.update(self.odb.settle(reused, self.placement, self.owner))
 
     def abort(self) -> None:
         """Stop without keeping the pack being filled; packs already handed over finish."""
@@ -747,7 +754,8 @@ class ObjectWriter:
                             self.short[item.pack] = len(volumes)
                         self._unindexed.append((item.pack, item.size, item.pack_index,
                                                 volumes))
-                        self.written.append((item.pack, item.pack_index))
+                        self.written.append(
+                            (item.pack, item.pack_index if self._keep_indexes else None))
                         if len(self._unindexed) >= INDEX_BATCH:
                             batch, self._unindexed = self._unindexed, []
                     if batch:

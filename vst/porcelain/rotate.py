@@ -101,7 +101,8 @@ def rotate_keyring(store: Store, name: str, *, drop: Sequence[str] = (),
     odb = store.odb
     rows = [row for row in odb.index.packs() if row.keyring == old.keyring_id]
     placement = store.placement(users[0] if users else None)
-    with odb.writer(placement, owner=users[0] if users else None, sealing=sealing) as writer:
+    with odb.writer(placement, owner=users[0] if users else None, sealing=sealing,
+                    keep_indexes=True) as writer:
         for row in rows:  # 2
             data = odb.load_verified(row.pack)
             index = parse_pack(data, str(row.pack))
@@ -116,7 +117,8 @@ def rotate_keyring(store: Store, name: str, *, drop: Sequence[str] = (),
                 result.objects += 1
             result.packs += 1
             on_bytes(row.size)
-    odb.index.relocate(writer.written)  # 3
+    odb.index.relocate([(pack, index) for pack, index in writer.written
+                        if index is not None])  # 3
     result.bytes = writer.bytes_written
     for collection in users:  # 4
         store.set_collection_keyring(collection, new_name)

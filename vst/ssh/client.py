@@ -224,8 +224,9 @@ class RemoteObjectDatabase(ObjectDatabase):
     # -- writing ------------------------------------------------------------------------------
 
     def writer(self, placement: Placement | None = None, *, owner: str | None = None,
-               sealing: Any = None) -> Any:
-        return super().writer(_RemotePlacement(owner), owner=owner, sealing=sealing)
+               sealing: Any = None, keep_indexes: bool = False) -> Any:
+        return super().writer(_RemotePlacement(owner), owner=owner, sealing=sealing,
+                              keep_indexes=keep_indexes)
 
     def store_spooled(self, spooled: _Spooled, placement: Placement,
                       copiers: Any = None) -> list[str]:
@@ -259,8 +260,8 @@ class RemoteObjectDatabase(ObjectDatabase):
             placement.policy = result["policy"]
         return ["remote"] * (volumes if isinstance(volumes, int) else 1)
 
-    def settle(self, reused: set[Oid], written: list[tuple[Oid, PackIndex]],
-               placement: Placement, owner: str | None) -> dict[Oid, int]:
+    def settle(self, reused: set[Oid], placement: Placement, owner: str | None
+               ) -> dict[Oid, int]:
         short: dict[Oid, int] = {}
         ids = list(reused)
         for start in range(0, len(ids), BATCH):

@@ -489,7 +489,7 @@ class Server:
         if collection is not None:
             self.store.collection_policy(collection)  # exists
         reused = set(self._ids(message))
-        short = self.store.odb.settle(reused, [], self.store.placement(collection), collection)
+        short = self.store.odb.settle(reused, self.store.placement(collection), collection)
         return {pack.hex: copies for pack, copies in short.items()}
 
 
