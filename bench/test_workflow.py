@@ -59,8 +59,9 @@ def test_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
             for r in rows} == expected_rows(installed)
     assert all(r["wall_s"] > 0 and r["peak_rss"] > 0 for r in rows)
     for r in rows:
-        if r["tool"] == "vst" and (r["step"] != "unchanged" or r["dataset"] == "tree"):
+        if r["tool"] == "vst":
             assert r["target"] and (r["met"] is not None or "restic" not in installed), r
+        assert (r["repo_bytes"] > 0) == (r["step"] == "first"), r  # each repository's size
         if r["tool"] == "vst-plain":
             assert not r["target"] and r["met"] is None, r  # the targets are the encrypted's
     if "restic" in installed:
@@ -105,3 +106,39 @@ def test_mutate_changes_one_percent_by_rename(tmp_path: Path) -> None:
             if after[rel] != before[rel]:
                 assert (root / rel).read_bytes() == before[rel]
         assert not list(wc.rglob("*bench-tmp"))
+
+
+def test_targets_are_the_performance_issues() -> None:
+    def row(dataset: str, step: str, tool: str, wall_s: float, repo: int = 0,
+            cache: str = "cold") -> workflow.Row:
+        return workflow.Row(dataset, step, tool, "x", cache, 1000 * workflow.MB, wall_s,
+                            repo_bytes=repo)
+
+    rows = [row("big", "first", "vst", 2.0), row("big", "first", "restic", 5.0),
+            row("big", "first", "borg", 4.0),
+            row("text", "first", "vst", 1.0, repo=108), row("text", "first", "restic", 3.0,
+                                                            repo=100),
+            row("text", "first", "borg", 2.0, repo=200),
+            row("tree", "first", "vst", 2.0), row("tree", "first", "restic", 4.0),
+            row("tree", "first", "borg", 9.0),
+            row("big", "unchanged", "vst", 0.31), row("tree", "unchanged", "vst", 0.69),
+            row("tree", "mutated", "vst", 1.0), row("tree", "mutated", "restic", 2.1),
+            row("tree", "restore", "vst", 2.0), row("tree", "restore", "restic", 3.9)]
+    workflow.judge(rows, disk_mb_s=1000.0)
+    verdicts = {(r.dataset, r.step): (r.target, r.met) for r in rows if r.tool == "vst"}
+    # 500 MB/s: under 90% of the disk (900), but over 3x the best peer, borg (750)? No.
+    assert verdicts["big", "first"] == (">= 3x borg (750 MB/s)", False)
+    # 1000 MB/s is 2x borg, the best peer; the repository is within 10% of restic's.
+    assert verdicts["text", "first"] == (">= 2x borg MB/s, repo <= 1.1x restic's", True)
+    assert verdicts["tree", "first"] == (">= 2x restic MB/s", True)
+    assert verdicts["big", "unchanged"] == ("<= 0.3 s", False)
+    assert verdicts["tree", "unchanged"] == ("<= 0.7 s", True)
+    assert verdicts["tree", "mutated"] == ("<= 0.5x restic time", True)
+    assert verdicts["tree", "restore"] == (">= 2x restic MB/s", False)
+    # With a slow disk the disk's share is the lower bar; a bigger repository fails the text.
+    rows[0].met = rows[3].met = None
+    rows[3].repo_bytes = 111
+    workflow.judge(rows, disk_mb_s=500.0)
+    assert (rows[0].target, rows[0].met) == (">= 90% disk (450 MB/s)", True)
+    assert rows[3].met is False
+
