@@ -64,6 +64,7 @@ def test_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
         if r["action"] == "commit":
             assert r["packs"] >= 1
             assert (r["ratio"] is None) == (r["setup"] == "local")
+            assert bool(r["target"]) == (r["setup"] in ("s3", "s3-only")), r
         if r["setup"] == "s3-counted":
             # Every pack went up, whatever else the commit asked of S3.
             puts = sum(n for kind, n in r["requests"].items() if kind.startswith("PUT"))
