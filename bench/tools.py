@@ -36,7 +36,8 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - start
-os.write(report, b"%r %d %d" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status)))
+os.write(report, b"%r %d %d %r" % (wall, usage.ru_maxrss, os.waitstatus_to_exitcode(status),
+                                   usage.ru_utime + usage.ru_stime))
 """
 
 
@@ -49,6 +50,7 @@ class Process:
     wall_s: float
     peak_rss: int  # bytes
     stdout: str
+    cpu_s: float = 0.0  # user + system, of the command and the children it waited for
 
 
 def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Process:
@@ -63,14 +65,14 @@ def run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = N
                            env={**os.environ, **(env or {})}, pass_fds=(write_end,), cwd=cwd)
         finally:
             os.close(write_end)
-        wall, maxrss, code = report.read().split()
+        wall, maxrss, code, cpu = report.read().split()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if int(code) != 0:
         last = stderr.strip().splitlines()[-1:] or ["(no stderr)"]
         raise ToolError(f"{' '.join(argv)}: exit {int(code)}: {last[0]}")
-    return Process(float(wall), int(maxrss) * 1024, stdout)
+    return Process(float(wall), int(maxrss) * 1024, stdout, float(cpu))
 
 
 def drop_caches() -> bool:

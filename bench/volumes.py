@@ -276,6 +276,7 @@ class Row:
     # CPU seconds the S3 server (SeaweedFS, on the same cores) spent during the commit: on
     # a small machine it competes with vst for them, which bounds what (c) can reach.
     server_cpu_s: float | None = None
+    cpu_s: float = 0.0  # vst's own, its worker processes included
 
     @property
     def mb_per_s(self) -> float | None:
@@ -340,6 +341,7 @@ class Bench:
                 raise tools.ToolError("vst commit printed no commit id")
             row.wall_s = sum(p.wall_s for p in vst.processes)
             row.peak_rss = max(p.peak_rss for p in vst.processes)
+            row.cpu_s = sum(p.cpu_s for p in vst.processes)
             # Untimed: every volume the policy names must hold every pack, or the setups are
             # not comparable.
             held = vst.volume_packs()
@@ -447,7 +449,7 @@ def report(summary: dict, rows: list[Row]) -> str:
             lines.append(f"{'':<8} note: {r.note}")
         if r.server_cpu_s is not None:
             lines.append(f"{'':<8} SeaweedFS used {r.server_cpu_s:.1f} CPU-s during this "
-                         "commit, on the same cores as vst")
+                         f"commit, on the same cores as vst ({r.cpu_s:.1f} CPU-s)")
     counted = [r for r in rows if r.requests]
     if counted:
         lines += ["", "S3 requests of one first commit (through the counting relay):"]
