@@ -60,20 +60,23 @@ bench-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup; }
 
 # Both benchmarks: first-backup throughput, then the daily working-copy loop. Give --json OUT
-# to one target at a time (each writes its own figures there). The first also draws its
-# throughput chart to $(CHART) (docs/performance.png is a copy of a full-scale one).
+# to one target at a time (each writes its own figures there). Each draws its chart: the
+# first to $(CHART), the second to $(WORKFLOW_CHART) (docs/performance.png and
+# docs/performance-workflow.png are copies of full-scale ones).
 CHART ?= /var/tmp/vst-bench/throughput.png
+WORKFLOW_CHART ?= /var/tmp/vst-bench/workflow.png
 bench: venv bench-deps
 	@# Byte-compile first: start-up is measured, and an environment with
 	@# PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module on every run.
 	$(BIN)/python -m compileall -q vst
 	mkdir -p $(dir $(CHART))
 	$(BIN)/python -m bench.run --chart $(CHART) $(BENCH_ARGS)
-	$(BIN)/python -m bench.workflow $(BENCH_ARGS)
+	$(BIN)/python -m bench.workflow --chart $(WORKFLOW_CHART) $(BENCH_ARGS)
 
 bench-workflow: venv bench-deps
 	$(BIN)/python -m compileall -q vst
-	$(BIN)/python -m bench.workflow $(BENCH_ARGS)
+	mkdir -p $(dir $(WORKFLOW_CHART))
+	$(BIN)/python -m bench.workflow --chart $(WORKFLOW_CHART) $(BENCH_ARGS)
 
 # First commits into one local volume, two, and local + S3 (a SeaweedFS it starts from the
 # venv's weed), the S3 requests per commit, and scrub throughput. No peers needed.

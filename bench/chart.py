@@ -226,8 +226,10 @@ def bar_chart(groups: Sequence[tuple[str, Values]], title: str, unit: str) -> by
     """PNG bytes of one group of bars per data set and one bar per tool, each tool in its own
     colour, with a legend, the value above each bar and a y axis in `unit`.
 
-    A value that is None, NaN or infinite (the tool failed) gives no bar and "n/a" instead.
-    Negative values print but draw no bar: the axis starts at 0.
+    A value that is None, NaN or infinite (the tool failed) gives no bar and "n/a" instead;
+    a tool a group does not list at all (no such step for it) leaves an empty place. Negative
+    values print but draw no bar: the axis starts at 0. A group name too wide for its place
+    is written smaller.
     """
     tools: list[str] = []
     for _, values in groups:
@@ -249,24 +251,33 @@ def bar_chart(groups: Sequence[tuple[str, Values]], title: str, unit: str) -> by
 
     slot = (RIGHT - LEFT) / max(1, len(groups))
     bar_w = max(1, int(slot * 0.8 / max(1, len(tools))))
+    # One size for every value and one for every group name: the largest that all fit.
+    labels = [_label(v) for _, values in groups for _, v in values]
+    value_scale = 2 if all(text_width(t, 2) <= bar_w + 4 for t in labels) else 1
+    name_scale = 2 if all(text_width(n, 2) <= slot - 6 for n, _ in groups) else 1
     for g, (name, values) in enumerate(groups):
         by_tool = dict(values)
         x0 = LEFT + g * slot + (slot - bar_w * len(tools)) / 2
         for i, tool in enumerate(tools):
+            if tool not in by_tool:
+                continue
             left = round(x0 + i * bar_w)
-            value = by_tool.get(tool)
-            label = "n/a"
+            value = by_tool[tool]
+            label = _label(value)
             height = 0
             if value is not None and math.isfinite(value):
-                label = number(value)
                 height = round(max(0.0, min(1.0, value / top)) * (BOTTOM - TOP))
                 canvas.rect(left + 1, BOTTOM - height, left + bar_w - 1, BOTTOM, colours[tool])
-            scale = 2 if text_width(label, 2) <= bar_w + 4 else 1
             colour = BLACK if label != "n/a" else GREY
-            canvas.centred_text(left + bar_w // 2, BOTTOM - height - 4 - GLYPH_H * scale,
-                                label, colour, scale)
-        canvas.centred_text(round(LEFT + (g + 0.5) * slot), BOTTOM + 12, name)
+            canvas.centred_text(left + bar_w // 2, BOTTOM - height - 4 - GLYPH_H * value_scale,
+                                label, colour, value_scale)
+        canvas.centred_text(round(LEFT + (g + 0.5) * slot), BOTTOM + 12, name,
+                            scale=name_scale)
     return canvas.png()
+
+
+def _label(value: float | None) -> str:
+    return number(value) if value is not None and math.isfinite(value) else "n/a"
 
 
 def _legend(canvas: Canvas, tools: list[str], colours: dict[str, Colour], y: int) -> None:

@@ -129,3 +129,33 @@ def test_run_help_shows_chart() -> None:
     out = subprocess.run([sys.executable, "-m", "bench.run", "--help"], check=True,
                          capture_output=True, text=True, cwd=Path(__file__).parent.parent).stdout
     assert "--chart PNG" in out
+
+
+def test_a_tool_a_group_does_not_list_leaves_no_n_a() -> None:
+    """git has no restore step: its place in the restore group stays empty, whereas a tool
+    that failed shows "n/a" in grey."""
+    def grey_pixels(groups: list[tuple[str, list[tuple[str, float | None]]]]) -> int:
+        _, _, rows = decode(chart.bar_chart(groups, "t", "MB/s"))
+        return sum(c == chart.GREY for row in rows[chart.TOP:chart.BOTTOM] for c in row)
+
+    backup = ("big backup", [("vst", 400.0), ("git", 30.0)])
+    assert grey_pixels([backup, ("big restore", [("vst", 800.0)])]) == 0
+    assert grey_pixels([backup, ("big restore", [("vst", 800.0), ("git", None)])]) > 0
+
+
+def test_workflow_groups_backups_and_restores_per_data_set() -> None:
+    from bench import workflow
+
+    def row(dataset: str, step: str, tool: str, action: str, error: str = ""
+            ) -> workflow.Row:
+        return workflow.Row(dataset, step, tool, action, "cold", 100 * workflow.MB, 1.0,
+                            error=error)
+
+    rows = [row("tree", "first", "vst", "commit"), row("big", "first", "vst", "commit"),
+            row("big", "first", "restic", "backup", error="failed"),
+            row("big", "restore", "vst", "clone"), row("big", "restore", "vst", "restore --to"),
+            row("big", "unchanged", "vst", "status")]
+    assert workflow.throughput_groups(rows) == [
+        ("big backup", [("vst", 100.0), ("restic", None)]),
+        ("big restore", [("vst", 100.0)]),  # the clone: restore --to is in the table
+        ("tree backup", [("vst", 100.0)])]

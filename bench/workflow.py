@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bench import datasets, run, tools
+from bench import chart, datasets, run, tools
 from bench.datasets import Dataset
 
 MB = run.MB
@@ -506,6 +506,18 @@ def ratios(rows: list[Row]) -> list[dict[str, object]]:
     return out
 
 
+def throughput_groups(rows: list[Row]) -> list[tuple[str, list[tuple[str, float | None]]]]:
+    """MB/s of each first backup and restore, one group per data set and step, one bar per
+    tool (vst's clone, not its restore --to: what a user restores with most): for
+    `chart.bar_chart`; None where the tool failed."""
+    groups: dict[str, list[tuple[str, float | None]]] = {}
+    for r in sorted(rows, key=lambda r: (r.dataset != "big", r.dataset, _order(r))):
+        if r.step in ("first", "restore") and r.action != "restore --to":
+            label = f"{r.dataset} {'backup' if r.step == 'first' else 'restore'}"
+            groups.setdefault(label, []).append((r.tool, None if r.error else r.mb_per_s))
+    return list(groups.items())
+
+
 def _verdict(met: bool | None) -> str:
     return {True: "met", False: "NOT MET", None: "no figure to compare"}[met]
 
@@ -572,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
                         type=lambda s: run._names(s, list(TOOLS)))
     parser.add_argument("--verify", action="store_true",
                         help="compare restored bytes too, not only names and sizes (not timed)")
+    parser.add_argument("--chart", type=Path, metavar="PNG",
+                        help="also write a chart of first-backup and restore MB/s per tool "
+                             "and data set here")
     args = parser.parse_args(argv)
 
     work = datasets.bench_root() / "runs"
@@ -601,6 +616,11 @@ def main(argv: list[str] | None = None) -> int:
                "disk_write_bytes": disk_bytes, "disk_write_mb_s": disk_mb_s,
                "datasets": infos, "ratios": ratios(rows), "encryption": encryption(rows)}
     print(report(summary, rows))
+    if args.chart:
+        cache = "cold cache" if cold_cache else "warm cache"
+        args.chart.write_bytes(chart.bar_chart(
+            throughput_groups(rows), f"First backup and restore, scale {args.scale:g}, {cache}",
+            "MB/s"))
     if args.json:
         out = [{**asdict(r), "mb_per_s": r.mb_per_s} for r in rows]
         args.json.write_text(json.dumps({**summary, "rows": out}, indent=2) + "\n")

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -323,6 +324,14 @@ def test_many_small_files_go_through_worker_processes_both_ways(
     record = json.loads(pipe.run("--json", "-C", str(work), "commit", "-m", "one"
                                  ).out.splitlines()[-1])
     assert record["modified"] == 1 and record["round_trips"] < 17, record["round_trips"]
+    # Copies of every file: the workers seal them all, the store says it holds them, and
+    # only the new trees and commit are sent.
+    for number in range(17):
+        shutil.copytree(work / f"d{number}", work / "copy" / f"d{number}")
+    record = json.loads(pipe.run("--json", "-C", str(work), "commit", "-m", "copies"
+                                 ).out.splitlines()[-1])
+    assert record["added"] == 3000 and record["bytes_read"] > 3000 * 1000
+    assert record["bytes_new"] < 20_000, record["bytes_new"]  # trees and the commit
 
 
 def test_scrub_and_replicate_run_on_the_server(remote: Remote, server_store: Path,

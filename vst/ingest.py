@@ -275,7 +275,6 @@ class Ingest:
             raise _worker_died(exc) from None
         self._held -= reserved
         for piece, done in zip(pieces, dones, strict=True):
-            self._held += len(piece.data)
             if piece.again:
                 assert isinstance(done, _PathDone)
                 self._paths.append((done.path, done))
@@ -293,7 +292,8 @@ class Ingest:
                 if self._on_bytes:
                     self._on_bytes(piece.size)
                 done(piece)
-            else:
+            else:  # hashed (and maybe sealed) but not looked up yet
+                self._held += _weight(piece)
                 self._batch.append((piece, done))
         if len(self._batch) >= BATCH_COUNT or not self._opening:
             self._dedup()
@@ -305,8 +305,13 @@ class Ingest:
         job_bytes = 0
         for piece, done in batch:
             assert piece.oid is not None
-            size = len(piece.data)
-            if piece.oid in missing:
+            size = _weight(piece)
+            if piece.oid in missing and piece.record is not None:  # sealed by a worker
+                missing.discard(piece.oid)
+                assert self.writer is not None
+                self.writer.add_record(piece.oid, piece.record)
+                self._held -= size
+            elif piece.oid in missing:
                 missing.discard(piece.oid)  # a duplicate later in the batch is sealed once
                 job.append(piece)
                 job_bytes += size
@@ -316,7 +321,7 @@ class Ingest:
             else:
                 self._held -= size
             if self._on_bytes:
-                self._on_bytes(size)
+                self._on_bytes(piece.size)
             done(piece)
         if job:
             self._submit_seal(job, job_bytes)
@@ -617,6 +622,15 @@ def _process_batch(paths: list[bytes]) -> list[_Piece]:
     assert state is not None, "worker process not initialised"
     pieces = open_and_hash_many(paths, state.small, state.sealing.ids)
     if state.parent_dedups:
+        # The store is asked by the parent (over SSH), which keeps the records of what it
+        # lacks. Sealing them all here first spends compression on objects the store may
+        # hold already, but spares the parent the data and the sealing: on one process's
+        # threads that took 50,000 files over SSH from 4.0 to 6.3 s, against 4.1 s locally.
+        for piece in pieces:
+            if piece.oid is not None:
+                piece.record = seal(piece.oid, piece.kind, piece.data, state.level,
+                                    state.sealing.cipher)
+                piece.data = b""
         return pieces
     known = state.known.has_many(p.oid for p in pieces if p.oid) if state.known else set()
     for piece in pieces:
@@ -648,6 +662,11 @@ class _PathDone:
         self.stored.skipped = piece.skipped
         if piece.oid is not None:
             self.stored.oid, self.stored.size = piece.oid, piece.size
+
+
+def _weight(piece: _Piece) -> int:
+    """The bytes a piece holds: its content, or the record a worker sealed it into."""
+    return len(piece.data) + (len(piece.record) if piece.record is not None else 0)
 
 
 def _worker_died(exc: BaseException) -> VstError:
