@@ -49,7 +49,8 @@ def test_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
         pytest.skip("vst: not installed")
     out = tmp_path / "workflow.json"
     code = workflow.main(["--scale", str(SCALE), "--tools", ",".join(installed), "--verify",
-                          "--json", str(out)])
+                          "--repeat", "2", "--json", str(out),
+                          "--chart", str(tmp_path / "chart.png")])
     table = capsys.readouterr().out
     figures = json.loads(out.read_text())
     rows = figures["rows"]
@@ -58,6 +59,11 @@ def test_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert {(r["dataset"], r["step"], r["tool"], r["action"], r["cache"])
             for r in rows} == expected_rows(installed)
     assert all(r["wall_s"] > 0 and r["peak_rss"] > 0 for r in rows)
+    for r in rows:  # --repeat 2: first backups (not git's) and restores, the fastest run
+        repeated = r["step"] == "restore" or (r["step"] == "first" and r["tool"] != "git")
+        assert len(r["runs"]) == (2 if repeated else 1), r
+        assert r["wall_s"] == min(r["runs"]), r
+    assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     for r in rows:
         if r["tool"] == "vst":
             assert r["target"] and (r["met"] is not None or "restic" not in installed), r

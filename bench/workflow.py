@@ -3,6 +3,7 @@ data set.
 
     python -m bench.workflow [--scale S] [--tools vst,vst-plain,restic,borg,git]
                              [--datasets big,text,tree] [--json OUT] [--verify]
+                             [--repeat N] [--chart PNG]
 
 Each data set becomes a working copy (hard links to the cached data, so nothing vst writes
 lands in the cache) that every tool backs up in turn:
@@ -11,6 +12,10 @@ lands in the cache) that every tool backs up in turn:
 2. again with nothing changed (also `vst status`, `git status`), cold and warm cache;
 3. after 1% of the data changed (new files renamed over the old: the cache is never written);
 4. restore of the latest version into an empty folder.
+
+With --repeat N, each first backup (but git's, which takes half a minute) and each restore
+runs N times, into a new repository or folder each time, and its row is the fastest run:
+on a virtual disk one run can take twice as long as the next, whichever tool it is.
 
 "vst" is a default, encrypted collection; "vst-plain" the same loop on an unencrypted one
 (`vst init --no-encrypt`) in a working copy of its own, so the cost of encryption shows as
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import itertools
 import json
 import os
 import random
@@ -28,7 +34,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -81,6 +87,7 @@ class Row:
     wall_s: float = 0.0
     peak_rss: int = 0
     repo_bytes: int = 0  # after a first backup: the repository's size on disk
+    runs: list[float] = field(default_factory=list)  # every run's wall s (--repeat)
     error: str = ""  # set instead of the figures when the tool is missing or failed
     note: str = ""  # something unexpected in what the tool did, the figures still stand
     target: str = ""
@@ -99,8 +106,9 @@ class DatasetRun:
     """The four steps on one data set, in a folder of its own that is deleted at the end."""
 
     def __init__(self, dataset: Dataset, folder: Path, runners: dict[str, tools.Tool],
-                 verify: bool) -> None:
+                 verify: bool, repeat: int = 1) -> None:
         self.dataset, self.folder, self.verify = dataset, folder, verify
+        self.repeat = repeat
         self.wc = folder / "wc"  # vst's, and the one the peers back up
         self.tools = runners
         self.rows: list[Row] = []
@@ -137,16 +145,16 @@ class DatasetRun:
             self.first_vst(name)
         restic = self.setup("restic", "backup")
         if restic and not self.measure("first", restic, "backup",
-                                       lambda: restic.backup(self.wc), n):
+                                       lambda: restic.backup(self.wc), n,
+                                       again=lambda: self.renew(restic)):
             self.broken["restic"] = "the first backup failed"
         # borg and git are measured here and their repositories deleted at once, to keep the
         # disk free: borg's restore is of this first backup (the same size as the latest).
         if borg := self.setup("borg", "create"):
-            if self.measure("first", borg, "create", lambda: borg.backup(self.wc), n):
-                target = self.folder / "restore-borg"
-                self.measure("restore", borg, "extract", lambda: borg.restore(target), n,
-                             check=self.compare)
-            self.discard(borg, "restore-borg")
+            if self.measure("first", borg, "create", lambda: borg.backup(self.wc), n,
+                            again=lambda: self.renew(borg)):
+                self.measure_restore(borg, "extract", borg.restore)
+            self.discard(borg)
         if git := self.setup("git", "add + commit"):
             assert isinstance(git, tools.Git)
             if self.measure("first", git, "add + commit", lambda: git.backup(self.wc), n):
@@ -170,14 +178,10 @@ class DatasetRun:
             self.measure("mutated", restic, "backup", lambda: restic.backup(self.wc), 0)
 
     def restore(self) -> None:
-        n = self.dataset.nbytes
         for vst, _ in self.vsts():
             self.restore_vst(vst)
         if restic := self.ready("restic"):
-            target = self.folder / "restore-restic"
-            self.measure("restore", restic, "restore", lambda: restic.restore(target), n,
-                         check=self.compare)
-            shutil.rmtree(target, ignore_errors=True)
+            self.measure_restore(restic, "restore", restic.restore)
 
     # Each vst runner's part of the steps, on its own working copy.
 
@@ -185,8 +189,13 @@ class DatasetRun:
         if vst := self.setup(name, "commit", self.init_vst):
             assert isinstance(vst, tools.Vst)
             wc = self.copy(name)
+
+            def again() -> None:  # a new store, and the folder a new working copy of it
+                shutil.rmtree(wc / ".vst")
+                self.renew(vst, self.init_vst)
+
             if not self.measure("first", vst, "commit", lambda: vst.commit(wc),
-                                self.dataset.nbytes,
+                                self.dataset.nbytes, again=again,
                                 check=lambda _: "" if vst.last_id else "printed no commit id"):
                 self.broken[name] = "the first commit failed"  # the later steps need it
 
@@ -204,16 +213,32 @@ class DatasetRun:
                      check=lambda _: "" if vst.last_id else "made no commit")
 
     def restore_vst(self, vst: tools.Vst) -> None:
-        n = self.dataset.nbytes
-        clone = self.folder / f"restore-{vst.name}-clone"
-        target = self.folder / f"restore-{vst.name}-to"
-        self.measure("restore", vst, "clone", lambda: vst.clone(COLLECTION, clone), n,
-                     check=lambda _: self.compare(clone, working_copy=True))
-        shutil.rmtree(clone, ignore_errors=True)
-        self.measure("restore", vst, "restore --to",
-                     lambda: vst.restore_collection(COLLECTION, target), n,
-                     check=lambda _: self.compare(target))
-        shutil.rmtree(target, ignore_errors=True)
+        self.measure_restore(vst, "clone", lambda target: vst.clone(COLLECTION, target),
+                             working_copy=True)
+        self.measure_restore(vst, "restore --to",
+                             lambda target: vst.restore_collection(COLLECTION, target))
+
+    def measure_restore(self, tool: tools.Tool, action: str, restore: Callable[[Path], Any],
+                        working_copy: bool = False) -> None:
+        """Time `restore` into a new folder (each run its own: deleting one just before
+        the next run would slow that run's file creations), each checked; then delete
+        them."""
+        targets = iter(self.folder / f"restore-{tool.name}-{action.split()[0]}-{n}"
+                       for n in itertools.count())
+        target = next(targets)
+
+        def again() -> None:
+            nonlocal target
+            target = next(targets)
+
+        try:
+            # A peer's restore returns where under the target the files came back.
+            self.measure("restore", tool, action, lambda: restore(target), self.dataset.nbytes,
+                         again=again, check=lambda restored: self.compare(
+                             restored if isinstance(restored, Path) else target, working_copy))
+        finally:
+            for old in self.folder.glob(f"restore-{tool.name}-{action.split()[0]}-*"):
+                shutil.rmtree(old, ignore_errors=True)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -276,27 +301,48 @@ class DatasetRun:
         return tool
 
     def measure(self, step: str, tool: tools.Tool, action: str, timed: Callable[[], Any],
-                nbytes: int, *, cache: str = "cold", check: Check | None = None) -> bool:
+                nbytes: int, *, cache: str = "cold", check: Check | None = None,
+                again: Callable[[], None] | None = None) -> bool:
         """Time one step of `tool` (its own processes only) and add its row; False if the
-        tool failed. `check` then looks at what `timed` returned, untimed."""
+        tool failed. `check` then looks at what `timed` returned, untimed. With `again`
+        (which sets the next run up, untimed) the step runs --repeat times and the row is
+        the fastest run's, with every run's time in `runs`."""
         row = Row(self.dataset.name, step, tool.name, action, cache, nbytes)
         self.rows.append(row)
-        print(f"{self.dataset.name}: {tool.name} {action} ({STEPS[step]}, {cache}) ...",
-              file=sys.stderr, flush=True)
-        if cache == "cold":
-            self.dropped = tools.drop_caches() and self.dropped
-        tool.processes.clear()
-        try:
-            result = timed()
-        except tools.ToolError as e:
-            row.error = str(e)
-            return False
-        row.wall_s = sum(p.wall_s for p in tool.processes)
-        row.peak_rss = max(p.peak_rss for p in tool.processes)
-        row.note = check(result) if check else ""
-        if step == "first" and self.repo(tool).exists():  # untimed
-            row.repo_bytes = tools.disk_usage(self.repo(tool))
+        for run_number in range(self.repeat if again is not None else 1):
+            print(f"{self.dataset.name}: {tool.name} {action} ({STEPS[step]}, {cache})"
+                  f"{f' run {run_number + 1}' if run_number else ''} ...",
+                  file=sys.stderr, flush=True)
+            try:
+                if run_number:
+                    assert again is not None
+                    again()
+                if cache == "cold":
+                    self.dropped = tools.drop_caches() and self.dropped
+                tool.processes.clear()
+                result = timed()
+            except tools.ToolError as e:
+                row.error = str(e)
+                return False
+            wall_s = sum(p.wall_s for p in tool.processes)
+            row.runs.append(wall_s)
+            if run_number and wall_s >= row.wall_s:
+                continue
+            row.wall_s = wall_s
+            row.peak_rss = max(p.peak_rss for p in tool.processes)
+            row.note = check(result) if check else ""
+            if step == "first" and self.repo(tool).exists():  # untimed
+                row.repo_bytes = tools.disk_usage(self.repo(tool))
         return True
+
+    def renew(self, tool: tools.Tool, init: Callable[[tools.Tool], None] | None = None
+              ) -> None:
+        """A new, empty repository for another first backup (untimed)."""
+        shutil.rmtree(self.repo(tool))
+        if init is None:
+            tool.init(self.repo(tool))
+        else:
+            init(tool)
 
     def discard(self, tool: tools.Tool, *others: str) -> None:
         """Delete a peer's repository and scratch files once its steps are done."""
@@ -551,6 +597,9 @@ def report(summary: dict, rows: list[Row]) -> str:
             repo = f"{r.repo_bytes / MiB:>8.1f}" if r.repo_bytes else f"{'':>8}"
             lines.append(f"{head} {r.wall_s:>8.3f} {rate} {r.peak_rss / MiB:>8.1f} {repo}"
                          f"{target}")
+            if len(r.runs) > 1:
+                lines.append(f"{'':<18} fastest of {len(r.runs)} runs: "
+                             + ", ".join(f"{wall:.3f}" for wall in r.runs) + " s")
             if r.note:
                 lines.append(f"{'':<18} note: {r.note}")
     if summary["ratios"]:
@@ -584,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
                         type=lambda s: run._names(s, list(TOOLS)))
     parser.add_argument("--verify", action="store_true",
                         help="compare restored bytes too, not only names and sizes (not timed)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each first backup (not git's) and restore N times and "
+                             "keep the fastest")
     parser.add_argument("--chart", type=Path, metavar="PNG",
                         help="also write a chart of first-backup and restore MB/s per tool "
                              "and data set here")
@@ -600,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tempfile.mkdtemp(prefix=f"workflow-{name}-", dir=work)).resolve()
         runners: dict[str, tools.Tool] = {t: TOOLS[t](folder / f"{t}-scratch")
                                           for t in args.tools}
-        one = DatasetRun(dataset, folder, runners, args.verify)
+        one = DatasetRun(dataset, folder, runners, args.verify, max(1, args.repeat))
         try:
             rows += one.run()
         finally:
