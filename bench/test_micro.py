@@ -303,7 +303,7 @@ def test_index_has_many_10k(benchmark: Any, full_index: ObjectIndex) -> None:
 
 def test_index_lookup_10k(benchmark: Any, full_index: ObjectIndex) -> None:
     """ObjectIndex.lookup of 10,000 ids one by one (half present): what reading objects
-    one at a time (cat-file, checkout) pays per object."""
+    one at a time (cat-file) pays per object."""
     probes, known = _probes()
 
     def run() -> int:
@@ -313,6 +313,21 @@ def test_index_lookup_10k(benchmark: Any, full_index: ObjectIndex) -> None:
     assert hits == len(known)
     location = full_index.lookup(next(iter(known)))
     assert location is not None and location.length == 4096 and location.keyring is None
+    record_rate(benchmark, items=len(probes))
+
+
+def test_index_lookup_many_10k(benchmark: Any, full_index: ObjectIndex) -> None:
+    """ObjectIndex.lookup_many of the same 10,000 ids: what a restore's reads pay, a few
+    hundred ids to a query."""
+    probes, known = _probes()
+    probes = list(probes)
+
+    def run() -> int:
+        return sum(location is not None for location in full_index.lookup_many(probes))
+
+    hits = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    assert hits == len(known)
+    assert full_index.lookup_many(probes[:50]) == [full_index.lookup(o) for o in probes[:50]]
     record_rate(benchmark, items=len(probes))
 
 

@@ -450,13 +450,6 @@ class Ingest:
             stored.oid = self.ids.compute(stored.kind, content)
 
 
-def open_and_hash(path: bytes, small: int, ids: IdScheme) -> _Piece:
-    """Open ``path`` without following a symlink, and read and hash it if it is a regular
-    file of at most ``small`` bytes; otherwise say why not (large, vanished, not a file)."""
-    opened = _open_file(path)
-    return opened if isinstance(opened, _Piece) else _read_and_hash(opened, path, small, ids)
-
-
 def _open_file(path: bytes) -> int | _Piece:
     """A descriptor of ``path`` opened without following a symlink, or the piece saying
     why it is skipped."""
@@ -472,7 +465,8 @@ def _open_file(path: bytes) -> int | _Piece:
 
 
 def _read_and_hash(fd: int, path: bytes, small: int, ids: IdScheme) -> _Piece:
-    """``open_and_hash`` once ``path`` is open as ``fd``, which this closes."""
+    """Read and hash the file at ``path``, open as ``fd`` (which this closes), if it is a
+    regular file of at most ``small`` bytes; otherwise say why not (large, not a file)."""
     changed = False
     try:
         st = os.fstat(fd)
@@ -536,10 +530,11 @@ def _status_key(st: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def open_and_hash_many(paths: list[bytes], small: int, ids: IdScheme) -> list[_Piece]:
-    """``open_and_hash`` for each path until ``JOB_BYTES`` have been read; the paths left
-    come back marked ``again``. This bounds what the results of the jobs in flight hold to
-    MAX_JOBS x JOB_BYTES (reached only when the adding thread falls behind), whatever the
-    sizes of the files.
+    """Open (never following a symlink), read and hash each path's file, until
+    ``JOB_BYTES`` have been read; the paths left come back marked ``again``. This bounds
+    what the results of the jobs in flight hold to MAX_JOBS x JOB_BYTES (reached only when
+    the adding thread falls behind), whatever the sizes of the files. A path that is not a
+    small regular file comes back saying why (large, vanished, not a file).
 
     Every file is opened first and the kernel told it will be read (``WILLNEED``, up to
     ``small`` bytes): it then reads the whole job's files at once, in as few requests as

@@ -537,8 +537,8 @@ class ObjectWriter:
 
     Records go straight into a spool file as they arrive (memory stays flat however large
     the commit); a full pack is handed to a background thread that syncs it and links it
-    into place on the volumes while the next one fills. ``claim`` is the one method worker
-    threads may call."""
+    into place on the volumes while the next one fills. Worker threads may call ``claim``
+    and read ``sealing``; everything else is for the adding thread."""
 
     def __init__(self, odb: ObjectDatabase, placement: Placement, owner: str | None,
                  sealing: Sealing | Callable[[], Sealing], *, keep_indexes: bool = False
