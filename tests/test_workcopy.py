@@ -705,3 +705,31 @@ def test_lstat_everything_skips_what_it_cannot_read(tmp_path: Path) -> None:
     (tmp_path / "gone").symlink_to(tmp_path / "missing")
     workdir._lstat_everything(os.fsencode(tmp_path / "no such folder"))
     workdir._lstat_everything(os.fsencode(tmp_path))
+
+
+def test_commit_counts_changes_one_at_a_time_as_status_lists_them() -> None:
+    """iter_working_changes (what commit counts) yields what working_changes (what status
+    lists) returns, in any order: adds, deletions, modifications, type changes, folders
+    emptied and filled, and only under the paths asked for."""
+    from vst.porcelain.status import iter_working_changes, working_changes
+
+    def oid(n: int) -> Oid:
+        return Oid(bytes([n]) * 32)
+
+    def blob(n: int, mode: int = 0o100644) -> CacheEntry:
+        return CacheEntry(mode, ObjectType.BLOB, oid(n), 1, OLD_NS)
+
+    folder = CacheEntry(0o40755, ObjectType.TREE, oid(0), 0, OLD_NS)
+    base = {b"same": blob(1), b"gone": blob(2), b"edited": blob(3), b"kind": blob(4),
+            b"mode": blob(5), b"d": folder, b"d/x": blob(6), b"empty": folder}
+    current = {b"same": blob(1), b"new": blob(7), b"edited": blob(8),
+               b"kind": blob(4, 0o120777), b"mode": blob(5, 0o100755), b"d": folder,
+               b"empty": folder, b"empty/y": blob(9), b"b": folder}
+    listed = working_changes(base, current)
+    assert [(c.status, c.path) for c in listed] == [
+        ("A", b"b"), ("D", b"d/x"), ("M", b"edited"), ("A", b"empty/y"), ("D", b"gone"),
+        ("T", b"kind"), ("M", b"mode"), ("A", b"new")]
+    counted = list(iter_working_changes(base, current))
+    assert sorted(counted, key=lambda c: c.path) == listed
+    assert list(iter_working_changes(base, current, [b"d"], ordered=True)) == \
+        working_changes(base, current, [b"d"]) == [listed[1]]

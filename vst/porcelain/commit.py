@@ -22,7 +22,12 @@ from vst.plumbing.commit_tree import commit_tree
 from vst.plumbing.diff_tree import Change
 from vst.plumbing.snapshot import remove_temporaries, scan, write_trees
 from vst.porcelain.hooks import Hooks
-from vst.porcelain.status import load_cache, refresh_cache, working_changes
+from vst.porcelain.status import (
+    iter_working_changes,
+    load_cache,
+    refresh_cache,
+    working_changes,
+)
 from vst.store import Store
 from vst.workdir import StatCache, WorkingCopy
 
@@ -72,12 +77,15 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
             snapshot = scan(store, copy.root, cache, writer=None if dry_run else writer,
                             sealing=lambda: writer.sealing, warn=warn, on_bytes=on_bytes)
             remove_temporaries(copy.root, snapshot)
-            changes = working_changes(cache.entries, snapshot.entries)
-            counts = Counter(change.status for change in changes)
+            # Counted one at a time: a first commit of a million files would otherwise hold
+            # a million changes (and their tree entries) to print four numbers.
+            changes = working_changes(cache.entries, snapshot.entries) if dry_run else []
+            counts = Counter(change.status for change in changes) if dry_run else Counter(
+                change.status for change in iter_working_changes(cache.entries,
+                                                                 snapshot.entries))
             result = CommitResult(None, base, counts, snapshot.read_bytes, snapshot.new_bytes,
-                                  snapshot.changing, changes if dry_run else [])
-            if not dry_run:
-                del changes
+                                  snapshot.changing, changes)
+            del changes
             if dry_run or (not counts and not allow_empty):
                 refresh_cache(copy, cache, snapshot, started)  # what was read need not be
                 return result                                  # read again

@@ -9,9 +9,10 @@ status is saved, so the next scan does not read it again.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -59,11 +60,19 @@ def leaves(entries: dict[bytes, CacheEntry]) -> dict[bytes, CacheEntry]:
 def working_changes(base: dict[bytes, CacheEntry], current: dict[bytes, CacheEntry],
                     paths: Sequence[bytes] = ()) -> list[Change]:
     """Leaf changes from the base entries to the working copy's, sorted by path."""
+    return list(iter_working_changes(base, current, paths, ordered=True))
+
+
+def iter_working_changes(base: dict[bytes, CacheEntry], current: dict[bytes, CacheEntry],
+                         paths: Sequence[bytes] = (), *, ordered: bool = False
+                         ) -> Iterator[Change]:
+    """``working_changes`` one at a time, in no particular order unless ``ordered``: what a
+    commit counts, without holding a change for each of a million new files at once."""
     specs = [p.strip(b"/") for p in paths if p.strip(b"/") not in (b"", b".")]
     base_parents = current_parents = None  # computed only if a folder needs them
     tree = ObjectType.TREE
-    changes = []
-    for path in sorted(base.keys() | current.keys()):
+    every = itertools.chain(base, (path for path in current if path not in base))
+    for path in sorted(every) if ordered else every:
         was, now = base.get(path), current.get(path)
         if was is not None and now is not None:
             if was is now or (was.oid == now.oid and was.mode == now.mode):
@@ -87,8 +96,7 @@ def working_changes(base: dict[bytes, CacheEntry], current: dict[bytes, CacheEnt
         change = leaf_change(path, was.tree_entry(name) if was else None,
                              now.tree_entry(name) if now else None)
         if change is not None:
-            changes.append(change)
-    return changes
+            yield change
 
 
 def status(store: Store, copy: WorkingCopy, *, paths: Sequence[bytes] = (),
