@@ -733,3 +733,26 @@ def test_commit_counts_changes_one_at_a_time_as_status_lists_them() -> None:
     assert sorted(counted, key=lambda c: c.path) == listed
     assert list(iter_working_changes(base, current, [b"d"], ordered=True)) == \
         working_changes(base, current, [b"d"]) == [listed[1]]
+
+
+def test_the_walking_child_holds_none_of_the_callers_descriptors(
+        photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its standard streams are /dev/null: a script reading vst's output gets its end when
+    vst ends, even if vst was killed and the child goes on walking."""
+    ok(photos, "commit", "-m", "first")
+    copy = WorkingCopy.open(str(photos))
+    seen = tmp_path / "seen"
+
+    def report(root: bytes) -> None:
+        streams = [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)]
+        (tmp_path / "seen.tmp").write_text("\n".join(streams))
+        os.rename(tmp_path / "seen.tmp", seen)
+
+    monkeypatch.setattr(workdir, "_lstat_everything", report)
+    monkeypatch.setattr(workdir, "WARM_THRESHOLD", 0)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    with inodes_warmed(copy):
+        deadline = time.monotonic() + 10
+        while not seen.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert seen.read_text().split("\n") == [os.devnull] * 3

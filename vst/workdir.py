@@ -354,6 +354,11 @@ def _fork_walker(copy: WorkingCopy) -> int:
     if pid == 0:
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+            # Nor does it hold the caller's pipes open: a script reading vst's output sees
+            # its end when vst ends, even if vst is killed and this child is not.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
             _lstat_everything(os.fsencode(copy.root))
         finally:
             os._exit(0)
