@@ -149,6 +149,7 @@ class StatCache:
         entries: dict[bytes, CacheEntry] = {}
         unpack_u16, unpack_entry, entry_size = _U16.unpack_from, _ENTRY.unpack_from, _ENTRY.size
         new = CacheEntry._make
+        modes: dict[int, int] = {}  # one int object per mode (a few), not one per entry
         try:
             for _ in range(count):
                 (length,) = unpack_u16(data, pos)
@@ -160,8 +161,8 @@ class StatCache:
                 pos += entry_size
                 attrs = _decode_attrs(data[pos:pos + attr_len]) if attr_len else ()
                 pos += attr_len
-                entries[path] = new((mode, _KINDS[kind], Oid(raw), size, mtime_ns, ctime_ns,
-                                     ino, attrs))
+                entries[path] = new((modes.setdefault(mode, mode), _KINDS[kind], Oid(raw),
+                                     size, mtime_ns, ctime_ns, ino, attrs))
         except (struct.error, ValueError, KeyError):
             return None
         if pos != end:
