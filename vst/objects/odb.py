@@ -629,6 +629,7 @@ class ObjectWriter:
         if self.odb.index.has(oid):
             with self._claiming:
                 self._reused.add(oid)
+                self._claimed.discard(oid)  # the index answers whoever asks next
             return False
         return True
 
@@ -663,6 +664,9 @@ class ObjectWriter:
                                         self.sealing.keyring_id)
         self._pack.add(oid, record)
         self._pending.add(oid)
+        if oid in self._claimed:  # only claimed objects in flight stay there: _pending says it
+            with self._claiming:
+                self._claimed.discard(oid)
         self.objects_written += 1
         self.bytes_written += len(record)
         if self._pack.size >= self.odb.pack_size:

@@ -80,9 +80,8 @@ def commit(store: Store, copy: WorkingCopy, message: bytes | None, *, author: Si
             # Counted one at a time: a first commit of a million files would otherwise hold
             # a million changes (and their tree entries) to print four numbers.
             changes = working_changes(cache.entries, snapshot.entries) if dry_run else []
-            counts = Counter(change.status for change in changes) if dry_run else Counter(
-                change.status for change in iter_working_changes(cache.entries,
-                                                                 snapshot.entries))
+            counts = Counter(change.status for change in (
+                changes if dry_run else iter_working_changes(cache.entries, snapshot.entries)))
             result = CommitResult(None, base, counts, snapshot.read_bytes, snapshot.new_bytes,
                                   snapshot.changing, changes)
             del changes
