@@ -12,6 +12,7 @@ at every other cut point and the exact prefix object at those boundaries.
 
 from __future__ import annotations
 
+import pickle
 import stat
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,7 +26,7 @@ from vst.errors import CorruptObject
 from vst.objects.chunks import ChunkList, ChunkRef
 from vst.objects.commit import Commit, Signature
 from vst.objects.oid import OID_SIZE, Oid
-from vst.objects.tree import MAX_NAME, Tree, TreeEntry, name_problem
+from vst.objects.tree import MAX_NAME, Tree, TreeEntry, _plain_name, _TreeDecoder, name_problem
 from vst.objects.types import ObjectType
 
 FAST = settings(max_examples=150, deadline=None,
@@ -138,6 +139,14 @@ class TestTreeRoundTrip:
         data = tree.encode()
         assert Tree.decode(data) == tree
         assert Tree.decode(data).encode() == data
+
+    @FAST
+    @given(tree_entries())
+    def test_entries_pickle_to_equal_entries(self, entry: TreeEntry) -> None:
+        # How a checkout hands entries to its worker processes.
+        again = pickle.loads(pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL))
+        assert again == entry and hash(again) == hash(entry)
+        assert type(again.kind) is ObjectType and type(again.oid) is Oid
 
     @FAST
     @given(tree_entries())
@@ -293,6 +302,66 @@ class TestTreeStrict:
     def test_error_names_the_object(self) -> None:
         with pytest.raises(CorruptObject, match=ONE_OID.hex):
             Tree.decode(b"\x02", ONE_OID)
+
+
+class TestTreeDecoderPaths:
+    """The decoder takes plain entries inline and leaves the rest to ``entry()``, which
+    knows every rule: both must give the same tree, or the same refusal."""
+
+    @staticmethod
+    def by_the_rules(data: bytes) -> Tree | str:
+        decoder = _TreeDecoder(data, "tree")
+        try:
+            if not data or data[0] != 1:
+                raise decoder.fail("unknown version")
+            decoder.pos, entries = 1, []
+            while decoder.pos < len(data):
+                entry = decoder.entry()
+                if entries and entry.name <= entries[-1].name:
+                    raise decoder.fail(f"entries not sorted or not unique at {entry.name!r}")
+                entries.append(entry)
+        except CorruptObject as exc:
+            return str(exc)
+        return Tree(tuple(entries))
+
+    @staticmethod
+    def decoded(data: bytes) -> Tree | str:
+        try:
+            return Tree.decode(data)
+        except CorruptObject as exc:
+            return str(exc)
+
+    @FAST
+    @given(mutated(trees.map(Tree.encode)))
+    def test_same_outcome_on_mutations(self, data: bytes) -> None:
+        assert self.decoded(data) == self.by_the_rules(data)
+
+    @FAST
+    @given(st.binary(max_size=300))
+    def test_same_outcome_on_garbage(self, data: bytes) -> None:
+        assert self.decoded(b"\x01" + data) == self.by_the_rules(b"\x01" + data)
+
+    @pytest.mark.parametrize("name", [
+        b".", b"..", b"...", b".vst", b".VST", b".vSt", b".vs", b".vstx", b"x.vst", b"a/b", b"/",
+        b"a\0", b"\0", b"x" * MAX_NAME, b"x" * (MAX_NAME + 1), b"\xff\xfe", b" ",
+    ])
+    def test_plain_name_is_name_problem(self, name: bytes) -> None:
+        assert _plain_name(name) == (name_problem(name) is None)
+
+    @FAST
+    @given(st.binary(min_size=1, max_size=8))
+    def test_plain_name_on_any_bytes(self, name: bytes) -> None:
+        assert _plain_name(name) == (name_problem(name) is None)
+
+    def test_decoded_entries_are_frozen_and_equal(self) -> None:
+        entry = small_tree().entries[0]
+        decoded = Tree.decode(small_tree().encode()).entries[0]
+        assert decoded == entry and hash(decoded) == hash(entry)
+        assert decoded.oid == entry.oid and hash(decoded.oid) == hash(entry.oid)
+        with pytest.raises(AttributeError):
+            decoded.name = b"other"  # type: ignore[misc]
+        with pytest.raises(AttributeError):
+            decoded.oid.raw = bytes(32)  # type: ignore[misc]
 
 
 # -- commits ------------------------------------------------------------------------------

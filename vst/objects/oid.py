@@ -57,6 +57,16 @@ class Oid:
 
 
 ZERO_OID = Oid(bytes(OID_SIZE))
+_new_object = object.__new__
+_set_raw = Oid.__dict__["raw"].__set__
+
+
+def trusted_oid(raw: bytes) -> Oid:
+    """An Oid from exactly OID_SIZE ``bytes`` the caller has checked, a fixed-width field of
+    a record it parsed: half the cost of ``Oid(raw)``, for decoders of many ids."""
+    oid = _new_object(Oid)
+    _set_raw(oid, raw)
+    return oid
 
 
 def is_hex(text: str) -> bool:
