@@ -126,15 +126,17 @@ def sample(tmp_path: Path, make_tree: Callable[..., Path]) -> Path:
 # -- round trips -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("threads", [1, None])
 def test_round_trip_keeps_bytes_modes_times_and_links(store: Store, sample: Path,
-                                                      tmp_path: Path,
-                                                      threads: int | None) -> None:
+                                                      tmp_path: Path, threads: int | None,
+                                                      in_place: bool) -> None:
     tree = write_tree(store, str(sample))
     target = tmp_path / "target"
     target.mkdir()
     counted: list[int] = []
-    placed = restore(store, tree, target, threads=threads, on_bytes=counted.append)
+    placed = restore(store, tree, target, threads=threads, on_bytes=counted.append,
+                     in_place=in_place, empty_root=in_place)
     assert describe(target) == describe(sample)
     assert sum(counted) == sum(p.entry.size for p in placed if not p.entry.is_dir)
     paths = [p.path for p in placed]
@@ -145,14 +147,16 @@ def test_round_trip_keeps_bytes_modes_times_and_links(store: Store, sample: Path
         assert (item.ino, item.ctime_ns) == (st.st_ino, st.st_ctime_ns), item.path
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 def test_round_trip_through_worker_processes(store: Store, sample: Path, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            in_place: bool) -> None:
     monkeypatch.setattr(vst.checkout, "PROCESS_THRESHOLD", 0)
     monkeypatch.setattr(vst.checkout, "JOB_FILES", 2)
     tree = write_tree(store, str(sample))
     target = tmp_path / "target"
     target.mkdir()
-    with Checkout(store, str(target)) as checkout:
+    with Checkout(store, str(target), in_place=in_place) as checkout:
         for entry in store.odb.read_tree(tree).entries:
             checkout.write(entry.name, entry)
         placed = checkout.finish()
@@ -177,18 +181,20 @@ def test_a_worker_process_refuses_a_replaced_root(store: Store, tmp_path: Path,
         vst.checkout.files._process_job(0, [])
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 def test_restoring_twice_over_itself_is_idempotent(store: Store, sample: Path,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path, in_place: bool) -> None:
     tree = write_tree(store, str(sample))
     target = tmp_path / "target"
     target.mkdir()
-    restore(store, tree, target)
-    restore(store, tree, target)
+    restore(store, tree, target, in_place=in_place)
+    restore(store, tree, target, in_place=in_place)
     assert describe(target) == describe(sample)
     assert temp_files(target) == []
 
 
-def test_large_chunked_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_place", [False, True])
+def test_large_chunked_files(tmp_path: Path, in_place: bool) -> None:
     store = Store.init(str(tmp_path / "store"),
                        chunk_params=ChunkParams(64 * 1024, 128 * 1024, 256 * 1024))
     try:
@@ -203,7 +209,8 @@ def test_large_chunked_files(tmp_path: Path) -> None:
         target = tmp_path / "target"
         target.mkdir()
         counted: list[int] = []
-        restore(store, tree, target, on_bytes=counted.append)
+        restore(store, tree, target, on_bytes=counted.append, in_place=in_place,
+                empty_root=in_place)
         assert describe(target) == describe(src)
         assert sum(counted) == len(big) + 2_000_000
     finally:
@@ -358,6 +365,56 @@ def test_whatever_is_in_the_way_is_replaced(store: Store, tmp_path: Path, before
     assert (outside / "sentinel").read_bytes() == b"untouched"
 
 
+@pytest.mark.parametrize("in_place", [False, True])
+def test_files_in_made_folders_are_created_under_their_names(
+        store: Store, tmp_path: Path, in_place: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    renamed: list[bytes] = []
+    rename_over = vst.checkout.files._rename_over
+
+    def counting(dir_fd: int, temp: bytes, name: bytes) -> None:
+        renamed.append(name)
+        rename_over(dir_fd, temp, name)
+
+    monkeypatch.setattr(vst.checkout.files, "_rename_over", counting)
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "old").mkdir()
+    (target / "old" / "kept.txt").write_bytes(b"old content")
+    tree = put(store, ObjectType.TREE, Tree.from_entries([
+        dir_entry(store, b"new", file_entries(store, {b"a": b"1", b"b": b"2"})),
+        dir_entry(store, b"old", file_entries(store, {b"kept.txt": b"new content"})),
+        file_entry(store, b"top", b"3"),
+    ]).encode())
+    restore(store, tree, target, threads=1, in_place=in_place)
+    assert (target / "new" / "a").read_bytes() == b"1"
+    assert (target / "old" / "kept.txt").read_bytes() == b"new content"
+    # A folder that was there already and the root (not said to be empty) still get
+    # every file renamed into place; only the folder the checkout made does not.
+    assert sorted(renamed) == ([b"kept.txt", b"top"] if in_place
+                               else [b"a", b"b", b"kept.txt", b"top"])
+    assert temp_files(target) == []
+
+
+def test_a_file_found_in_a_made_folder_is_replaced_whole(store: Store, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    writer = vst.checkout.files._Writer(store.odb, fd, str(target))
+    try:
+        (target / "raced").write_bytes(b"put there by someone else")
+        entry = file_entry(store, b"raced", b"restored")
+        # The folder counts as made, yet the name is taken: a temporary name after all.
+        writer.put_file(fd, b"raced", True, entry, b"restored", {})
+        fresh = file_entry(store, b"fresh", b"new")
+        writer.put_file(fd, b"fresh", True, fresh, b"new", {})
+    finally:
+        os.close(fd)
+    assert (target / "raced").read_bytes() == b"restored"
+    assert (target / "fresh").read_bytes() == b"new"
+    assert temp_files(target) == []
+
+
 def test_writing_one_path_again_takes_the_last_write(store: Store, tmp_path: Path) -> None:
     target = tmp_path / "target"
     target.mkdir()
@@ -509,18 +566,22 @@ def _many_files_and_one_missing(store: Store, chunked: bool) -> TreeEntry:
     return dir_entry(store, b"d", entries)
 
 
+@pytest.mark.parametrize("in_place", [False, True])
 @pytest.mark.parametrize("processes", [False, True])
 @pytest.mark.parametrize("chunked", [False, True])
 def test_errors_leave_no_temporary_files(store: Store, tmp_path: Path, chunked: bool,
-                                         processes: bool,
+                                         processes: bool, in_place: bool,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     if processes:
         monkeypatch.setattr(vst.checkout, "PROCESS_THRESHOLD", 0)
     target = tmp_path / "target"
     target.mkdir()
     with pytest.raises(ObjectMissing):
-        write_one(store, target, b"d", _many_files_and_one_missing(store, chunked))
+        write_one(store, target, b"d", _many_files_and_one_missing(store, chunked),
+                  in_place=in_place)
     assert temp_files(target) == []
+    # Nor the file that failed, half written under its own name.
+    assert not (target / "d" / "zz-broken").exists()
 
 
 def test_what_workers_meet_is_raised_by_finish(store: Store, tmp_path: Path) -> None:
@@ -545,9 +606,12 @@ def test_leaving_early_stops_and_cleans_up(store: Store, tmp_path: Path) -> None
         [(p.oid, p.size) for p in pieces]).encode())
     large = TreeEntry(b"large", S_IFREG | 0o644, ObjectType.CHUNKS, chunks, 300 * 64 * 1024)
     sub = dir_entry(store, b"d", [large, *entries])
-    with pytest.raises(KeyboardInterrupt), Checkout(store, str(target)) as checkout:
+    with pytest.raises(KeyboardInterrupt), Checkout(store, str(target),
+                                                    in_place=True) as checkout:
         checkout.write(b"d", sub)
         raise KeyboardInterrupt
     assert temp_files(target) == []
+    # The large file stopped at a chunk is removed, not left half written under its name.
+    assert not (target / "d" / "large").exists()
     with pytest.raises(VstError, match="after finish"):
         checkout.write(b"x", entries[0])

@@ -54,7 +54,9 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 _SETID = stat.S_ISUID | stat.S_ISGID
 _USER_XATTR = "xattr.user."
 
-Group = tuple[bytes, list[tuple[bytes, TreeEntry]]]  # a directory, and what to put in it
+# A directory; whether this checkout made it (a file there is created under its own name,
+# nothing old being there to replace atomically); and what to put in it.
+Group = tuple[bytes, bool, list[tuple[bytes, TreeEntry]]]
 
 
 # -- the workers' side -------------------------------------------------------------------------
@@ -100,8 +102,8 @@ class _Writer:
         done = _Done()
         walker = self.walker(generation)
         contents = iter(self.odb.read_many(
-            [(e.oid, e.size) for _, items in groups for _, e in items], self.packs))
-        for base, items in groups:
+            [(e.oid, e.size) for _, _, items in groups for _, e in items], self.packs))
+        for base, made, items in groups:
             try:
                 dir_fd = walker.reach(_parts(base), create=False)
             except _Missing:
@@ -116,15 +118,15 @@ class _Writer:
                     if entry.is_symlink:
                         st = self.put_symlink(dir_fd, name, path, entry, data)
                     else:
-                        st = self.put_file(dir_fd, name, entry, data, done.notes)
+                        st = self.put_file(dir_fd, name, made, entry, data, done.notes)
                 except OSError as exc:
                     raise self.failure(exc, path) from exc
                 done.stats.append((st.st_ctime_ns, st.st_ino))
                 done.written += len(data)
         return done
 
-    def write_large(self, generation: int, base: bytes, name: bytes, entry: TreeEntry
-                    ) -> _Done:
+    def write_large(self, generation: int, base: bytes, made: bool, name: bytes,
+                    entry: TreeEntry) -> _Done:
         """One file stored as a chunks object, written a chunk at a time."""
         path = _join(base, name)
         chunks = self.odb.read_chunk_list(entry.oid)
@@ -134,13 +136,13 @@ class _Writer:
         done = _Done(written=entry.size)
         try:
             dir_fd = self.walker(generation).reach(_parts(base), create=False)
-            temp, fd = self.create_temp(dir_fd)
+            temp, fd = self.create(dir_fd, name, made)
             try:
                 os.ftruncate(fd, entry.size)  # the size known up front: no growing by pieces
                 self._write_chunks(fd, path, entry.oid, chunks.chunks)
                 st = self.complete_file(dir_fd, fd, temp, name, entry, done.notes)
             except BaseException:
-                _unlink_quietly(dir_fd, temp)
+                _unlink_quietly(dir_fd, temp or name)
                 raise
             finally:
                 os.close(fd)
@@ -206,28 +208,45 @@ class _Writer:
                                 f"object {entry.oid} holds {len(data)}")
         return data
 
-    def put_file(self, dir_fd: int, name: bytes, entry: TreeEntry, data: bytes,
+    def put_file(self, dir_fd: int, name: bytes, made: bool, entry: TreeEntry, data: bytes,
                  notes: dict[str, str]) -> os.stat_result:
-        temp, fd = self.create_temp(dir_fd)
+        temp, fd = self.create(dir_fd, name, made)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            written = os.write(fd, data)
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(fd, view):]
             return self.complete_file(dir_fd, fd, temp, name, entry, notes)
         except BaseException:
-            _unlink_quietly(dir_fd, temp)
+            _unlink_quietly(dir_fd, temp or name)
             raise
         finally:
             os.close(fd)
 
-    def complete_file(self, dir_fd: int, fd: int, temp: bytes, name: bytes,
+    def create(self, dir_fd: int, name: bytes, made: bool) -> tuple[bytes | None, int]:
+        """The file to write ``name``'s content to, and its temporary name (None: the file
+        is ``name`` itself). In a directory this checkout made there is no old file for a
+        reader to keep seeing, so the file is made under its own name (O_EXCL): no
+        temporary name, no rename, a fifth of a small file's kernel time. Anything found
+        there after all is replaced through a temporary name, as everywhere else."""
+        if made:
+            try:
+                return None, os.open(name, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
+            except FileExistsError:
+                pass
+        return self.create_temp(dir_fd)
+
+    def complete_file(self, dir_fd: int, fd: int, temp: bytes | None, name: bytes,
                       entry: TreeEntry, notes: dict[str, str]) -> os.stat_result:
-        """Mode, attributes and times on the written temporary file, then into place."""
+        """Mode, attributes and times on the written file, then (from a temporary name)
+        into place."""
         os.fchmod(fd, _permissions(entry, notes))
         if entry.attrs:
             _set_xattrs(fd, entry, notes)
         os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-        _rename_over(dir_fd, temp, name)
+        if temp is not None:
+            _rename_over(dir_fd, temp, name)
         return os.fstat(fd)  # after the rename, which changes the ctime
 
     def put_symlink(self, dir_fd: int, name: bytes, path: bytes, entry: TreeEntry,

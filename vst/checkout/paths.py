@@ -52,10 +52,11 @@ class _Walker:
     symlink. The chain of the last directory reached (and its ancestors) stays open, so a
     tree walked in order opens each directory once; only the deepest MAX_CHAIN stay open."""
 
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, made: set[bytes] | None = None) -> None:
         self.root_fd = root_fd
         self.names: list[bytes] = []
         self.fds: list[int | None] = []
+        self.made = made  # where to note the path of each directory this walker makes
 
     def reach(self, parts: list[bytes], *, create: bool, replace_last: bool = False) -> int:
         """A descriptor for directory ``parts`` (borrowed: valid until the next call).
@@ -96,7 +97,9 @@ class _Walker:
                 try:
                     os.mkdir(name, 0o777, dir_fd=parent)  # the umask applies, as for mkdir -p
                 except FileExistsError:
-                    pass
+                    continue
+                if self.made is not None:
+                    self.made.add(b"/".join(parts[:i + 1]))
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.ENOTDIR, errno.ELOOP):

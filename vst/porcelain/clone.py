@@ -79,7 +79,10 @@ def clone(store: Store, store_url: str, collection: str, dest: str, *,
             files, size = tree_size(store, tree)
             if on_start:
                 on_start(size)
-            with Checkout(store, dest, on_bytes=on_bytes, warn=warn) as checkout:
+            # A new or empty folder: nothing in it to replace atomically, and what the
+            # clone wrote is removed if it fails.
+            with Checkout(store, dest, on_bytes=on_bytes, warn=warn, in_place=True,
+                          empty_root=True) as checkout:
                 for entry in store.odb.read_tree(tree).entries:
                     checkout.write(entry.name, entry)
                 placed = checkout.finish()

@@ -55,9 +55,11 @@ def entry_at(store: Store, tree: Oid, path: bytes) -> TreeEntry | None:
 
 def restore(store: Store, source: Oid, target: str, paths: Sequence[bytes], *,
             warn: Warn = lambda _: None,
-            on_bytes: Callable[[int], None] | None = None) -> RestoreResult:
+            on_bytes: Callable[[int], None] | None = None,
+            in_place: bool = True) -> RestoreResult:
     """Write ``paths`` (relative to the commit's root; none or b"": everything) of commit
-    ``source`` under ``target``, at the same relative paths."""
+    ``source`` under ``target``, at the same relative paths. ``in_place``: files in
+    folders the restore makes are created under their own names (see ``Checkout``)."""
     tree = store.odb.read_commit(source).tree
     wanted = list(paths) or [b""]
     plan: list[tuple[bytes, TreeEntry | None]] = []
@@ -66,11 +68,13 @@ def restore(store: Store, source: Oid, target: str, paths: Sequence[bytes], *,
         if any(p == b".." for p in clean.split(b"/")):
             raise UsageError(f"'{path.decode(errors='replace')}': '..' is not allowed here")
         plan.append((clean, entry_at(store, tree, clean)))  # all found before writing any
+    made = not os.path.lexists(target)
     try:
         os.makedirs(target, exist_ok=True)
     except OSError as exc:
         raise from_os_error(exc, f"cannot create '{target}'") from exc
-    with Checkout(store, target, on_bytes=on_bytes, warn=warn) as checkout:
+    with Checkout(store, target, on_bytes=on_bytes, warn=warn, in_place=in_place,
+                  empty_root=in_place and made) as checkout:
         for path, entry in plan:
             if entry is None:
                 for child in store.odb.read_tree(tree).entries:
@@ -88,7 +92,9 @@ def restore_in_working_copy(store: Store, copy: WorkingCopy, source: Oid,
     it again, and the stat cache learns their status (no need to read them next time)."""
     with copy.lock("restore"):
         started = time.time_ns()
-        result = restore(store, source, copy.root, paths, warn=warn, on_bytes=on_bytes)
+        # Files being replaced under the user's eyes: each renamed into place whole.
+        result = restore(store, source, copy.root, paths, warn=warn, on_bytes=on_bytes,
+                         in_place=False)
         base = copy.base()
         if source == base:
             cache = load_cache(store, copy)
