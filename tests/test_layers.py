@@ -40,6 +40,7 @@ RANKS = {
     "vst.crypto": 2,
     "vst.fsio": 1,
     "vst.errors": 0,
+    "vst.memory": 0,
     "vst": 0,
 }
 

@@ -42,6 +42,7 @@ from functools import partial
 from typing import BinaryIO, NamedTuple
 
 from vst.errors import VstError, from_os_error
+from vst.memory import release_free_memory
 from vst.objects.chunking import Chunker, ChunkParams
 from vst.objects.chunks import ChunkList
 from vst.objects.ids import IdScheme
@@ -430,6 +431,9 @@ class Ingest:
         for stored in self._large:
             self._finish_large(stored)
         self._large.clear()
+        # What follows (a tree and a stat cache entry a file) would otherwise grow the heap
+        # past the holes the files' freed buffers left in it.
+        release_free_memory()
 
     def _finish_large(self, stored: Stored) -> None:
         chunks = stored.chunks or []

@@ -25,6 +25,7 @@ from vst.checkout.files import TEMP_PREFIX
 from vst.errors import UsageError, from_os_error
 from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
+from vst.memory import release_free_memory
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
 from vst.objects.seal import Sealing, seal
@@ -89,6 +90,7 @@ def scan(store: Store, root: str, cache: StatCache | None, *,
         ingest.finish()
         walk.collect()
         walk.link_groups()
+    release_free_memory()  # the pipeline's buffers are freed: their pages go back
     if writer is not None:
         snapshot.new_bytes = writer.bytes_written - written
     return snapshot
