@@ -167,6 +167,19 @@ def test_round_trip_through_worker_processes(store: Store, sample: Path, tmp_pat
         assert (item.ino, item.ctime_ns) == (st.st_ino, st.st_ctime_ns), item.path
 
 
+def test_cache_entries_consumed_are_the_same(store: Store, sample: Path, tmp_path: Path) -> None:
+    from vst.porcelain.clone import cache_entries
+
+    tree = write_tree(store, str(sample))
+    target = tmp_path / "target"
+    target.mkdir()
+    placed = restore(store, tree, target)
+    kept = cache_entries(placed)
+    assert len(kept) == len(placed) > 10
+    assert cache_entries(placed, consume=True) == kept
+    assert placed == []  # let go on the way
+
+
 def test_a_worker_process_refuses_a_replaced_root(store: Store, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vst.checkout.files, "_process_writer", None)

@@ -67,6 +67,7 @@ from vst.checkout.paths import (
     split_path,
 )
 from vst.errors import CorruptObject, NotFound, Refused, VstError, from_os_error
+from vst.memory import release_free_memory
 from vst.objects.tree import TreeEntry, name_problem
 from vst.objects.types import ObjectType
 from vst.store import Store
@@ -210,7 +211,13 @@ class Checkout:
             self._close(abort=True)
             raise
         self._close(abort=False)
-        return sorted(self._placed.values(), key=lambda p: p.path)
+        placed, self._placed = self._placed, {}
+        result = sorted(placed.values(), key=lambda p: p.path)
+        del placed
+        # The workers' results came through buffers that left holes in the heap; what the
+        # caller makes next (a stat cache entry a file) would grow it past them.
+        release_free_memory()
+        return result
 
     # -- writing -------------------------------------------------------------------------------
 

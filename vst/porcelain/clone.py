@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from vst.checkout import Checkout, Placed
@@ -26,16 +26,25 @@ class CloneResult:
     bytes: int
 
 
-def cache_entries(placed: list[Placed]) -> dict[bytes, CacheEntry]:
-    """Stat-cache entries for what a checkout wrote: the status it left each file in."""
+def cache_entries(placed: list[Placed], *, consume: bool = False) -> dict[bytes, CacheEntry]:
+    """Stat-cache entries for what a checkout wrote: the status it left each file in.
+    ``consume``: empty ``placed`` on the way, each record let go as its entry is made (a
+    clone would otherwise hold both for every file at once)."""
     entries = {}
-    for item in placed:
+    items = _emptied(placed) if consume else placed
+    for item in items:
         entry = item.entry
         verified = entry.kind != ObjectType.TREE
         entries[item.path] = CacheEntry(entry.mode, entry.kind, entry.oid, entry.size,
                                         entry.mtime_ns, item.ctime_ns if verified else 0,
                                         item.ino if verified else 0, entry.attrs)
     return entries
+
+
+def _emptied(placed: list[Placed]) -> Iterator[Placed]:
+    placed.reverse()
+    while placed:
+        yield placed.pop()
 
 
 def tree_size(store: Store, tree: Oid) -> tuple[int, int]:
@@ -87,7 +96,7 @@ def clone(store: Store, store_url: str, collection: str, dest: str, *,
                     checkout.write(entry.name, entry)
                 placed = checkout.finish()
         copy = WorkingCopy.create(dest, store_url, collection, commit,
-                                  cache=StatCache(commit, cache_entries(placed)),
+                                  cache=StatCache(commit, cache_entries(placed, consume=True)),
                                   scan_start_ns=started)
     except BaseException:
         _undo(dest, created)
