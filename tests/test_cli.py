@@ -68,8 +68,12 @@ class Ready:
 
 @pytest.fixture
 def ready(store: Store, tmp_path: Path, make_tree: Callable[..., Path]) -> Ready:
-    tree = write_tree(store, str(make_tree(tmp_path / "src", {
-        "a.txt": b"alpha\n", "sub": {"b.txt": b"bravo"}})))
+    src = make_tree(tmp_path / "src", {"a.txt": b"alpha\n", "sub": {"b.txt": b"bravo"}})
+    # Fixed times, so fixed ids: a test that names an absent id prefix ("0000") must not
+    # meet one by chance.
+    for path in (src / "a.txt", src / "sub" / "b.txt", src / "sub"):
+        os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    tree = write_tree(store, str(src))
     commit = commit_tree(store, tree, [], b"first", author=SIG, committer=SIG)
     store.create_collection("c")
     store.update_ref("c", commit, None, committer=SIG, message="first")
