@@ -160,6 +160,37 @@ def test_lookup_many_answers_in_order_across_query_batches(store: Store) -> None
     assert store.odb.index.lookup_many([]) == []
 
 
+def test_locate_ahead_answers_as_the_index_and_hints_each_run_once(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    hinted: list[tuple[str, int, int]] = []
+    monkeypatch.setattr(LocalVolume, "will_load",
+                        lambda self, name, offset, size: hinted.append((name, offset, size)))
+    first = put_all(store, [b"first %d" % n for n in range(50)])
+    second = put_all(store, [b"second %d" % n for n in range(50)])  # another pack
+    absent = PLAIN_IDS.compute(BLOB, b"absent")
+    asked = [second[3], absent, *first[10:20], second[40]]
+    locations = store.odb.locate_ahead(asked, {})
+    assert locations == store.odb.index.lookup_many(asked)
+    packs = {pack_name(location.pack) for location in locations if location is not None}
+    assert sorted(name for name, _, _ in hinted) == sorted(packs)  # one run in each pack
+    for name, offset, size in hinted:
+        inside = [lo for lo in locations if lo is not None and pack_name(lo.pack) == name]
+        assert offset == min(lo.offset for lo in inside)
+        assert offset + size == max(lo.offset + lo.length for lo in inside)
+    # The answers serve read_many as its own lookups would.
+    wanted = [(oid, len(b"first 10")) for oid in first[10:13]]
+    assert store.odb.read_many(wanted, {}, store.odb.locate_ahead(first[10:13], {})) \
+        == store.odb.read_many(wanted, {}) == [(BLOB, b"first %d" % n) for n in (10, 11, 12)]
+
+
+def test_will_load_is_only_a_hint(store: Store, tmp_path: Path) -> None:
+    volume = LocalVolume(str(tmp_path))
+    volume.will_load("packs/no/such", 0, 100)  # nothing to read: nothing said
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    volume.will_load("f", 0, 1000)
+    assert volume.load("f", 10, 5) == b"xxxxx"
+
+
 def test_read_sealed_many_stops_at_its_budget(store: Store) -> None:
     oids = put_all(store, [os.urandom(1000) for _ in range(1100)])
     records = store.odb.read_sealed_many(oids, 600 * 1000)  # about 590 of 1,100 records

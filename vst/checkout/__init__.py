@@ -68,6 +68,8 @@ from vst.checkout.paths import (
 )
 from vst.errors import CorruptObject, NotFound, Refused, VstError, from_os_error
 from vst.memory import release_free_memory
+from vst.objects.odb import VolumeRef
+from vst.objects.oid import Oid
 from vst.objects.tree import TreeEntry, name_problem
 from vst.objects.types import ObjectType
 from vst.store import Store
@@ -142,6 +144,7 @@ class Checkout:
         # threads, pipelined) and the worker opens, verifies and writes them.
         self._fetching = self.odb.index.path is None
         self._fetchers: ThreadPoolExecutor | None = None
+        self._packs: dict[Oid, VolumeRef | None] = {}  # which volume serves each pack
         self._small = 0  # small files handed to workers so far
         self._generation = 0
         self._inflight: deque[tuple[Future[_Done], int, _Job]] = deque()
@@ -311,11 +314,18 @@ class Checkout:
         if pool is not None and self._fetchers is not None:
             start = partial(self._fetchers.submit, self._fetch_and_write, pool,
                             self._generation, job.groups)
-        elif pool is not None:
-            start = partial(pool.submit, _process_job, self._generation, job.groups)
         else:
-            start = partial(self._pool.submit, self._writer.write_files, self._generation,
-                            job.groups)
+            # Looked up here, and the volumes told to start reading: by the time a worker
+            # takes the job, its records are in the page cache (this process has time to
+            # spare; the workers wait on a cold disk otherwise).
+            locations = None if self._fetching else self.odb.locate_ahead(
+                [entry.oid for _, _, items in job.groups for _, entry in items], self._packs)
+            if pool is not None:
+                start = partial(pool.submit, _process_job, self._generation, job.groups,
+                                locations)
+            else:
+                start = partial(self._pool.submit, self._writer.write_files,
+                                self._generation, job.groups, locations)
         self._submit(start, job.size, job)
 
     def _worker_processes(self) -> ProcessPoolExecutor | None:

@@ -37,7 +37,7 @@ from vst.errors import (
 )
 from vst.objects.chunks import ChunkRef
 from vst.objects.ids import PLAIN_IDS
-from vst.objects.index import ObjectIndex
+from vst.objects.index import Location, ObjectIndex
 from vst.objects.odb import ObjectDatabase, VolumeRef
 from vst.objects.oid import Oid
 from vst.objects.seal import PLAIN, Sealing, unseal
@@ -98,11 +98,15 @@ class _Writer:
         local.generation = generation
         return local.walker
 
-    def write_files(self, generation: int, groups: list[Group]) -> _Done:
+    def write_files(self, generation: int, groups: list[Group],
+                    locations: list[Location | None] | None = None) -> _Done:
+        """``locations``: where the index says the files' objects are, when the caller
+        looked them up already (``ObjectDatabase.locate_ahead``)."""
         done = _Done()
         walker = self.walker(generation)
         contents = iter(self.odb.read_many(
-            [(e.oid, e.size) for _, _, items in groups for _, e in items], self.packs))
+            [(e.oid, e.size) for _, _, items in groups for _, e in items], self.packs,
+            locations))
         for base, made, items in groups:
             try:
                 dir_fd = walker.reach(_parts(base), create=False)
@@ -421,7 +425,8 @@ class _Fetched:
         return unseal(record, oid, sealing, "the records fetched", max_size=size)
 
 
-def _process_job(generation: int, groups: list[Group]) -> _Done:
+def _process_job(generation: int, groups: list[Group],
+                 locations: list[Location | None] | None = None) -> _Done:
     if not isinstance(_process_writer, _Writer):
         raise _process_writer or VstError("worker process not initialised")
-    return _process_writer.write_files(generation, groups)
+    return _process_writer.write_files(generation, groups, locations)

@@ -91,6 +91,33 @@ SPAN_MAX = 8 * 1024 * 1024  # ...up to this much at once
 LOOKUP_BATCH = 512  # ids looked up in the index at once by read_sealed_many
 
 
+# (pack id, offset, length, position among the ids asked for, keyring id)
+_Located = tuple[bytes, int, int, int, bytes | None]
+
+
+def _sorted_locations(locations: list[Location | None]) -> list[_Located]:
+    """The known ``locations`` in pack and offset order, each with its position."""
+    return sorted((location.pack.raw, location.offset, location.length, number,
+                   location.keyring)
+                  for number, location in enumerate(locations) if location is not None)
+
+
+def _runs(located: list[_Located]) -> Iterator[tuple[int, int, int, int]]:
+    """Runs of nearby records, read together: (start, stop) in ``located``, and the bytes
+    (first, end) of the pack they span."""
+    start = 0
+    while start < len(located):
+        pack_raw, first, length = located[start][:3]
+        end, stop = first + length, start + 1
+        while stop < len(located) and located[stop][0] == pack_raw \
+                and located[stop][1] <= end + SPAN_GAP \
+                and located[stop][1] + located[stop][2] - first <= SPAN_MAX:
+            end = max(end, located[stop][1] + located[stop][2])
+            stop += 1
+        yield start, stop, first, end
+        start = stop
+
+
 def pack_name(pack: Oid) -> str:
     hex_id = pack.hex
     return f"packs/{hex_id[:2]}/{hex_id}"
@@ -229,17 +256,40 @@ class ObjectDatabase:
         """The object's type and content, verified against ``oid``."""
         return self._read_record(oid)
 
-    def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, VolumeRef | None]
+    def locate_ahead(self, oids: list[Oid], packs: dict[Oid, VolumeRef | None]
+                     ) -> list[Location | None]:
+        """Where ``oids`` are (the index's answers, for ``read_many``), and a hint to the
+        volumes to start reading each run of nearby records: a caller that hands the reads
+        to workers a little later finds them in the page cache instead of waiting on the
+        disk in each worker."""
+        locations = self.index.lookup_many(oids)
+        located = _sorted_locations(locations)
+        for start, _, first, end in _runs(located):
+            pack = Oid(located[start][0])
+            volume = self._volume_of(pack, packs)
+            if volume is not None:
+                volume.backend.will_load(pack_name(pack), first, end - first)
+        return locations
+
+    def _volume_of(self, pack: Oid, packs: dict[Oid, VolumeRef | None]) -> VolumeRef | None:
+        if pack not in packs:
+            held_by = self.index.pack_volumes(pack)
+            packs[pack] = next((v for v in self._read_order if v.volume_id in held_by), None)
+        return packs[pack]
+
+    def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, VolumeRef | None],
+                  locations: list[Location | None] | None = None
                   ) -> list[tuple[ObjectType, bytes] | None]:
         """Objects (id, expected size) read and verified as ``get`` does, but with one read
         per run of nearby records in a pack instead of an open and a read per object (half
         the cost of a small file's read). None where the caller should ask ``get``, which
         tries the other copies and reports what is wrong; so is an object of another size
         than expected, before it is decompressed: what a job holds stays what its sizes say
-        (a record may claim up to 256 MiB). ``packs`` caches which volume holds each pack."""
+        (a record may claim up to 256 MiB). ``packs`` caches which volume holds each pack;
+        ``locations``: the index's answers for ``wanted`` (``locate_ahead``), if known."""
         oids = [oid for oid, _ in wanted]
         found: list[tuple[ObjectType, bytes] | None] = [None] * len(oids)
-        for volume, keyring, records in self._spans(oids, packs):
+        for volume, keyring, records in self._spans(oids, packs, locations):
             sealing = self.sealing(keyring)
             for number, record, where, problem in records:
                 try:
@@ -302,29 +352,13 @@ class ObjectDatabase:
         ``oids``, record, where, the error reading it or None)]). Records of packs on no
         available volume are left out. ``locations``: the index's answers for ``oids``,
         when the caller has them already."""
-        located = []
         if locations is None:
             locations = self.index.lookup_many(oids)
-        for number, location in enumerate(locations):
-            if location is not None:
-                located.append((location.pack.raw, location.offset, location.length, number,
-                                location.keyring))
-        located.sort()
-        start = 0
-        while start < len(located):
-            pack_raw, first, length, _, keyring = located[start]
-            end, stop = first + length, start + 1
-            while stop < len(located) and located[stop][0] == pack_raw \
-                    and located[stop][1] <= end + SPAN_GAP \
-                    and located[stop][1] + located[stop][2] - first <= SPAN_MAX:
-                end = max(end, located[stop][1] + located[stop][2])
-                stop += 1
+        located = _sorted_locations(locations)
+        for start, stop, first, end in _runs(located):
+            pack_raw, keyring = located[start][0], located[start][4]
             pack = Oid(pack_raw)
-            if pack not in packs:
-                held_by = self.index.pack_volumes(pack)
-                packs[pack] = next((v for v in self._read_order if v.volume_id in held_by),
-                                   None)
-            volume = packs[pack]
+            volume = self._volume_of(pack, packs)
             if volume is not None:
                 where = f"pack {pack} on volume '{volume.name}'"
                 problem: VstError | None = None
@@ -341,7 +375,6 @@ class ObjectDatabase:
                                               "truncated")
                     records.append((number, record, where, error))
                 yield volume, keyring, records
-            start = stop
 
     def get_kind(self, oid: Oid) -> ObjectType:
         """The object's type. Read and verified whole, like ``get``: the type byte of a

@@ -40,6 +40,18 @@ class LocalVolume(Volume):
         except OSError as exc:
             raise from_os_error(exc, f"cannot read '{name}' on volume '{self.url}'") from exc
 
+    def will_load(self, name: str, offset: int, size: int) -> None:
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except (OSError, VstError):
+            return  # load() says what is wrong, if it comes
+        try:
+            os.posix_fadvise(fd, offset, size, os.POSIX_FADV_WILLNEED)
+        except (OSError, AttributeError):  # no fadvise here: a hint only
+            pass
+        finally:
+            os.close(fd)
+
     def store(self, name: str, data: bytes | bytearray | memoryview, *,
               overwrite: bool = True) -> bool:
         path = self._path(name)

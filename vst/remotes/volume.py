@@ -47,6 +47,11 @@ class Volume(abc.ABC):
         object is shorter than asked; callers check lengths.
         """
 
+    def will_load(self, name: str, offset: int, size: int) -> None:
+        """A hint that ``load(name, offset, size)`` comes soon, so a volume that can start
+        reading ahead does (a local disk); the others ignore it. Never raises."""
+        return None
+
     @abc.abstractmethod
     def store(self, name: str, data: bytes | bytearray | memoryview, *,
               overwrite: bool = True) -> bool:

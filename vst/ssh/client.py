@@ -186,8 +186,9 @@ class RemoteObjectDatabase(ObjectDatabase):
                 pass  # said when that subtree is read
         return tree
 
-    def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, Any]
-                  ) -> list[tuple[ObjectType, bytes] | None]:
+    def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, Any],
+                  locations: list[Any] | None = None) -> list[tuple[ObjectType, bytes] | None]:
+        # No locations: the server looks its objects up itself.
         found: list[tuple[ObjectType, bytes] | None] = [None] * len(wanted)
         try:
             records = list(self._records([oid for oid, _ in wanted]))
