@@ -400,8 +400,8 @@ class _Fetched:
         self.opened = opened
         self.records: dict[Oid, tuple[bytes, bytes | None]] = {}
 
-    def read_many(self, wanted: list[tuple[Oid, int]], _packs: object
-                  ) -> list[tuple[ObjectType, bytes] | None]:
+    def read_many(self, wanted: list[tuple[Oid, int]], _packs: object,
+                  _locations: object = None) -> list[tuple[ObjectType, bytes] | None]:
         found: list[tuple[ObjectType, bytes] | None] = []
         for oid, size in wanted:
             try:
