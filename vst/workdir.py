@@ -65,6 +65,9 @@ from vst.objects.tree import Tree, TreeEntry
 from vst.objects.types import ObjectType
 
 STATE_DIR = ".vst"
+# What a checkout names the files it writes before renaming them into place: a scan skips
+# (and commit removes) those a killed checkout left.
+TEMP_PREFIX = b".vst-tmp-"
 FORMAT = 1
 CACHE_MAGIC = b"VSTINDEX"
 CACHE_VERSION = 1

@@ -44,8 +44,8 @@ from vst.objects.seal import PLAIN, Sealing, unseal
 from vst.objects.tree import TreeEntry
 from vst.objects.types import MAX_OBJECT_SIZE, ObjectType
 from vst.store import Store
+from vst.workdir import TEMP_PREFIX
 
-TEMP_PREFIX = b".vst-tmp-"
 # Threads reading, verifying (decrypting) and writing the chunks of one large file: two
 # keep both cores of a small machine busy on a single 1 GiB file.
 LARGE_FILE_THREADS = 2

@@ -21,7 +21,6 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vst.checkout.files import TEMP_PREFIX
 from vst.errors import UsageError, from_os_error
 from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
@@ -32,7 +31,7 @@ from vst.objects.seal import Sealing, seal
 from vst.objects.tree import Tree, entry_mode
 from vst.objects.types import ObjectType
 from vst.store import Store
-from vst.workdir import STATE_DIR, CacheEntry, StatCache
+from vst.workdir import STATE_DIR, TEMP_PREFIX, CacheEntry, StatCache
 
 Warn = Callable[[str], None]
 ZERO = Oid(bytes(32))
