@@ -274,6 +274,13 @@ def test_clone_keeps_everything(tmp_path: Path, env: dict[str, str],
     if xattrs:
         assert os.getxattr(dst / "plain.txt", "user.comment") == b"kept"
     assert porcelain(dst) == []
+    # What it reports: every file and symlink (a link target's length its size), counted
+    # as written (no progress on a pipe, so no pass over the trees beforehand).
+    record = json.loads(ok(tmp_path, "--json", "clone", "src", "again"))
+    sizes = [os.lstat(os.path.join(d, n)).st_size for d, dirs, names in os.walk(root)
+             if ".vst" not in d for n in names + [x for x in dirs
+                                                   if os.path.islink(os.path.join(d, x))]]
+    assert (record["files"], record["bytes"]) == (len(sizes), sum(sizes)) == (8, sum(sizes))
 
 
 def test_sockets_and_fifos_are_skipped_with_a_warning(photos: Path) -> None:

@@ -385,6 +385,11 @@ class Progress:
         self._interval = 1.0 if json else 0.1
         self._lock = threading.Lock()
 
+    @property
+    def wanted(self) -> bool:
+        """Whether anything is shown: a caller may skip work done only for progress."""
+        return self.enabled or self.json
+
     def set_total(self, total: int) -> None:
         self.total = total
 

@@ -28,7 +28,8 @@ def command(app: App, collection: str, directory: str | None, rev: str | None) -
     progress = app.progress("Cloning")
     try:
         result = clone(store, app.store_location(), collection, dest,
-                       commit=commit, warn=app.warn, on_start=progress.set_total,
+                       commit=commit, warn=app.warn,
+                       on_start=progress.set_total if progress.wanted else None,
                        on_bytes=progress.add)
     finally:
         progress.close()

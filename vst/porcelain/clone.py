@@ -85,9 +85,8 @@ def clone(store: Store, store_url: str, collection: str, dest: str, *,
         files = size = 0
         if commit is not None:
             tree = store.odb.read_commit(commit).tree
-            files, size = tree_size(store, tree)
-            if on_start:
-                on_start(size)
+            if on_start:  # a pass over every tree before the first file: for progress only
+                on_start(tree_size(store, tree)[1])
             # A new or empty folder: nothing in it to replace atomically, and what the
             # clone wrote is removed if it fails.
             with Checkout(store, dest, on_bytes=on_bytes, warn=warn, in_place=True,
@@ -95,6 +94,8 @@ def clone(store: Store, store_url: str, collection: str, dest: str, *,
                 for entry in store.odb.read_tree(tree).entries:
                     checkout.write(entry.name, entry)
                 placed = checkout.finish()
+            written = [p.entry.size for p in placed if not p.entry.is_dir]
+            files, size = len(written), sum(written)
         copy = WorkingCopy.create(dest, store_url, collection, commit,
                                   cache=StatCache(commit, cache_entries(placed, consume=True)),
                                   scan_start_ns=started)
