@@ -62,7 +62,7 @@ from vst.errors import (
 from vst.fsio import DEFAULT_FS, FileSystem, flock_within, read_file
 from vst.objects.oid import Oid
 from vst.objects.tree import Tree, TreeEntry
-from vst.objects.types import ObjectType
+from vst.objects.types import KINDS, ObjectType
 
 STATE_DIR = ".vst"
 # What a checkout names the files it writes before renaming them into place: a scan skips
@@ -79,7 +79,6 @@ LOCK_TIMEOUT = 10.0
 _HEADER = struct.Struct(">8sI32sI")
 _ENTRY = struct.Struct(">IBQq32sqQI")
 _U16 = struct.Struct(">H")
-_KINDS = {int(kind): kind for kind in ObjectType}
 
 
 class CacheEntry(NamedTuple):
@@ -164,7 +163,7 @@ class StatCache:
                 pos += entry_size
                 attrs = _decode_attrs(data[pos:pos + attr_len]) if attr_len else ()
                 pos += attr_len
-                entries[path] = new((modes.setdefault(mode, mode), _KINDS[kind], Oid(raw),
+                entries[path] = new((modes.setdefault(mode, mode), KINDS[kind], Oid(raw),
                                      size, mtime_ns, ctime_ns, ino, attrs))
         except (struct.error, ValueError, KeyError):
             return None

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from vst.errors import CorruptObject, UnsupportedFormat, WrongKey
 from vst.objects.ids import PLAIN_IDS, IdScheme
 from vst.objects.oid import Oid
-from vst.objects.types import MAX_OBJECT_SIZE, ObjectType
+from vst.objects.types import KINDS, MAX_OBJECT_SIZE, ObjectType
 
 if TYPE_CHECKING:
     from vst.crypto.records import RecordCipher
@@ -190,10 +190,9 @@ def _checked_kind(oid: Oid, raw_kind: int, flags: int, plain_size: int,
     these fields, once they are checked."""
     if flags & ~_KNOWN_FLAGS:
         raise UnsupportedFormat(f"object {oid} in {where}: unknown record flags {flags:#x}")
-    try:
-        kind = ObjectType(raw_kind)
-    except ValueError:
-        raise CorruptObject(f"object {oid} in {where}: unknown type {raw_kind}") from None
+    kind = KINDS.get(raw_kind)
+    if kind is None:
+        raise CorruptObject(f"object {oid} in {where}: unknown type {raw_kind}")
     if plain_size > MAX_OBJECT_SIZE:
         raise CorruptObject(f"object {oid} in {where}: implausible size {plain_size}")
     return kind
@@ -207,14 +206,24 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
     objects before they are decompressed."""
     if isinstance(sealing, IdScheme):
         sealing = Sealing(NO_KEYRING, sealing, None)
-    header = read_header(record, where)
-    if header.oid != expected:
-        raise CorruptObject(f"object {expected} in {where}: record holds {header.oid}")
-    body: bytes | memoryview = memoryview(record)[HEADER.size:]
-    if header.encrypted:
+    # read_header's checks, inline and in its order, without its objects: a restore of many
+    # small files unseals one record a file.
+    if len(record) < HEADER.size:
+        raise CorruptObject(f"record in {where}: truncated header")
+    raw_oid, raw_kind, flags, plain_size = HEADER.unpack_from(record)
+    encrypted = flags == FLAG_ENCRYPTED
+    if encrypted and (raw_kind != 0 or plain_size != 0):
+        raise CorruptObject(f"object {Oid(raw_oid)} in {where}: an encrypted record shows "
+                            "a type or size")
+    if not encrypted:
+        kind = _checked_kind(Oid(raw_oid), raw_kind, flags, plain_size, where)
+    if raw_oid != expected.raw:
+        raise CorruptObject(f"object {expected} in {where}: record holds {Oid(raw_oid)}")
+    sealed = memoryview(record)[HEADER.size:]
+    body: bytes | memoryview = sealed
+    if encrypted:
         # The content comes back as its own bytes: bytes() below does not copy it again.
-        kind, flags, plain_size, body = _open(memoryview(record)[HEADER.size:], expected,
-                                              sealing, where)
+        kind, flags, plain_size, body = _open(sealed, expected, sealing, where)
         ids = sealing.ids
     elif sealing.encrypted:
         # An encrypted keyring's objects are all sealed: a plain record in its pack was put
@@ -222,8 +231,6 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
         raise CorruptObject(f"object {expected} in {where}: an unencrypted record among an "
                             "encrypted keyring's")
     else:
-        assert header.kind is not None
-        kind, flags, plain_size = header.kind, header.flags, header.plain_size
         ids = PLAIN_IDS
     if plain_size > max_size:
         raise UnexpectedSize(f"object {expected} in {where}: {plain_size} bytes, more than "
@@ -232,7 +239,7 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
         else bytes(body)
     if len(content) != plain_size:
         raise CorruptObject(f"object {expected} in {where}: length mismatch")
-    if ids.compute(kind, content) != expected:
+    if ids.digest(kind, content) != expected.raw:
         raise CorruptObject(f"object {expected} in {where}: content does not match its id")
     return kind, content
 

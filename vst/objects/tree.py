@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 
 from vst.errors import CorruptObject
 from vst.objects.oid import Oid, trusted_oid
-from vst.objects.types import ObjectType
+from vst.objects.types import KINDS, ObjectType
 
 VERSION = 1
 MAX_NAME = 4096
@@ -50,7 +50,6 @@ _ALLOWED_TYPES = {
     S_IFDIR: (ObjectType.TREE,),
     S_IFLNK: (ObjectType.BLOB,),
 }
-_KINDS = {kind.value: kind for kind in ObjectType}
 _VALID_TYPES = frozenset((file_type, kind) for file_type, kinds in _ALLOWED_TYPES.items()
                          for kind in kinds)
 _DOTS = (b".", b"..")
@@ -179,7 +178,7 @@ def _decoded_entry(name: bytes, mode: int, kind: ObjectType, oid: Oid, size: int
 
 def _unpickled_entry(name: bytes, mode: int, kind: int, raw_oid: bytes, size: int,
                      mtime_ns: int, attrs: tuple[tuple[str, bytes], ...]) -> TreeEntry:
-    entry = _decoded_entry(name, mode, _KINDS[kind], Oid(raw_oid), size, mtime_ns)
+    entry = _decoded_entry(name, mode, KINDS[kind], Oid(raw_oid), size, mtime_ns)
     if attrs:
         _set_attrs(entry, attrs)
     return entry
@@ -263,10 +262,10 @@ class _TreeDecoder:
                         data, fixed)
                     file_type = mode & 0o170000
                     if not attr_count and name > previous and mode <= 0o177777 \
-                            and (file_type, _KINDS.get(raw_kind)) in _VALID_TYPES \
+                            and (file_type, KINDS.get(raw_kind)) in _VALID_TYPES \
                             and (not size or file_type != S_IFDIR) \
                             and _plain_name(name):
-                        entry = _decoded_entry(name, mode, _KINDS[raw_kind],
+                        entry = _decoded_entry(name, mode, KINDS[raw_kind],
                                                trusted_oid(raw_oid), size, mtime_ns)
                         pos = fixed + fixed_size
             if entry is None:

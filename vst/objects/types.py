@@ -25,9 +25,13 @@ class ObjectType(enum.IntEnum):
             raise ValueError(f"unknown object type '{label}'") from None
 
 
+_LABELS = {kind: kind.label.encode() for kind in ObjectType}
+KINDS = {int(kind): kind for kind in ObjectType}  # the types by number, without the enum call
+
+
 def object_header(kind: ObjectType, length: int) -> bytes:
     """The bytes hashed before the content: ``b"<type> <length>\\0"``, as in git."""
-    return b"%s %d\0" % (kind.label.encode(), length)
+    return b"%s %d\0" % (_LABELS[kind], length)
 
 
 # Upper bound on one object's plaintext. Chunks are at most a few MiB; the bound exists for
