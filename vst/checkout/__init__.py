@@ -44,6 +44,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 from vst.checkout.files import (
     Group,
@@ -83,9 +84,9 @@ PROCESS_THRESHOLD = 1024  # small files queued before worker processes start (~0
 PROCESSES_PER_CORE = 1  # 2 per core: the same speed or slower, and 3x the kernel time
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """One entry as it landed: ``ctime_ns`` and ``ino`` are its lstat once complete."""
+class Placed(NamedTuple):
+    """One entry as it landed: ``ctime_ns`` and ``ino`` are its lstat once complete. A
+    named tuple: a restore makes one a file, and a tuple is built in C."""
 
     path: bytes  # relative to the root, b"/"-separated, never empty
     entry: TreeEntry  # the tree entry as written (size = bytes actually written)
@@ -285,10 +286,10 @@ class Checkout:
 
     def _queue(self, base: bytes, name: bytes, entry: TreeEntry,
                link: bool = True) -> None:
-        path = _join(base, name)
         if entry.is_file:
-            leader = next((v for k, v in entry.attrs if k == "hardlink"), None) if link else None
-            if leader is not None and leader != path:
+            leader = next((v for k, v in entry.attrs if k == "hardlink"), None) \
+                if link and entry.attrs else None
+            if leader is not None and leader != (path := _join(base, name)):
                 # Linked in finish(), once the leader (wherever it comes in the walk) is in.
                 self._links.append((path, entry, leader))
                 return
@@ -398,9 +399,16 @@ class Checkout:
             # that handles Refused for the path it writes must not get another path's.
             self._error = self._error or exc
             return
-        items = [(_join(b, n), e) for b, _, group in job.groups for n, e in group]
-        for (path, entry), (ctime_ns, ino) in zip(items, done.stats, strict=True):
-            self._placed[path] = Placed(path, entry, ctime_ns, ino)
+        if len(done.stats) != job.files:
+            raise VstError(f"internal error: a worker reported {len(done.stats)} files of "
+                           f"{job.files}")
+        placed = self._placed
+        stats = iter(done.stats)
+        for base, _, group in job.groups:
+            prefix = base + b"/" if base else b""
+            for name, entry in group:
+                path = prefix + name
+                placed[path] = Placed(path, entry, *next(stats))
         self._note(done.notes)
         if done.written and self.on_bytes:
             self.on_bytes(done.written)
