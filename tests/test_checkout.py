@@ -3,6 +3,7 @@ what is replaced, linked, refused and cleaned up. Real files in tmp_path through
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import stat
@@ -608,6 +609,21 @@ def test_what_workers_meet_is_raised_by_finish(store: Store, tmp_path: Path) -> 
         with pytest.raises(ObjectMissing):
             checkout.finish()
     assert temp_files(target) == []
+
+
+def test_the_cycle_collector_is_paused_while_a_checkout_runs(store: Store,
+                                                              tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    entry = file_entry(store, b"f", b"x")
+    with Checkout(store, str(target)) as checkout:
+        assert not gc.isenabled()
+        checkout.write(b"f", entry)
+        checkout.finish()
+    assert gc.isenabled()
+    with pytest.raises(KeyboardInterrupt), Checkout(store, str(target)):
+        raise KeyboardInterrupt  # left early: on again too
+    assert gc.isenabled()
 
 
 def test_leaving_early_stops_and_cleans_up(store: Store, tmp_path: Path) -> None:

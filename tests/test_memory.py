@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -42,3 +43,39 @@ def test_freed_blocks_between_survivors_are_given_back() -> None:
 def test_release_is_harmless_anywhere() -> None:
     vst.memory.release_free_memory()
     vst.memory.release_free_memory()
+
+
+def test_cycle_collection_is_paused_and_comes_back() -> None:
+    assert gc.isenabled()
+    with vst.memory.cycle_collection_paused():
+        assert not gc.isenabled()
+        with vst.memory.cycle_collection_paused():  # nested
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_cycle_collection_stays_off_if_it_was() -> None:
+    gc.disable()
+    try:
+        with vst.memory.cycle_collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_overlapping_pauses_across_threads() -> None:
+    first, second = vst.memory.cycle_collection_paused(), vst.memory.cycle_collection_paused()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the other is still on
+    assert not gc.isenabled()
+    second.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_an_exception_inside_still_restores_it() -> None:
+    with pytest.raises(KeyError), vst.memory.cycle_collection_paused():
+        raise KeyError
+    assert gc.isenabled()

@@ -1,4 +1,4 @@
-"""Handing freed memory back to the system.
+"""Handing freed memory back to the system, and sparing bulk work the cycle collector.
 
 glibc's malloc keeps the pages of freed blocks inside its heap until something asks for
 them back. A commit of many small files frees a file's bytes as soon as they are sealed,
@@ -11,9 +11,12 @@ this does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -36,3 +39,32 @@ def release_free_memory() -> None:
     if _TRIM is not None:
         _TRIM(0)
 
+
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_was_enabled = False
+
+
+@contextlib.contextmanager
+def cycle_collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block.
+
+    A restore or a commit makes a few records a file, none of them in a cycle, and keeps
+    them to the end: the collector traced them all again every few thousand allocations
+    (0.13 s of a 2.6 s restore of 50,000 files, in the process that feeds the workers).
+    Cycles made meanwhile are left to the collector's next pass after the outermost block
+    ends. Blocks may nest, and overlap across threads."""
+    global _pauses, _was_enabled
+    with _pause_lock:
+        if _pauses == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _was_enabled:
+                gc.enable()

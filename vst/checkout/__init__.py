@@ -68,7 +68,7 @@ from vst.checkout.paths import (
     split_path,
 )
 from vst.errors import CorruptObject, NotFound, Refused, VstError, from_os_error
-from vst.memory import release_free_memory
+from vst.memory import cycle_collection_paused, release_free_memory
 from vst.objects.odb import VolumeRef
 from vst.objects.oid import Oid
 from vst.objects.tree import TreeEntry, name_problem
@@ -159,6 +159,8 @@ class Checkout:
         self._warned: set[str] = set()
         self._error: VstError | None = None  # the first a worker met: raised by finish()
         self._closed = False
+        self._gc_paused = cycle_collection_paused()  # a record a file: see vst.memory
+        self._gc_paused.__enter__()
 
     def __enter__(self) -> Checkout:
         return self
@@ -534,15 +536,18 @@ class Checkout:
         is dropped and a large file being written stops at its next chunk (each worker
         removes the temporary file of what it did not finish)."""
         self._closed = True
-        if abort:
-            self._writer.stop.set()
-        for pool in (self._pool, self._fetchers, self._processes):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=abort)
-        self._inflight.clear()
-        self._writer.close()
-        self._walker.reset()
-        os.close(self._root_fd)
+        try:
+            if abort:
+                self._writer.stop.set()
+            for pool in (self._pool, self._fetchers, self._processes):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=abort)
+            self._inflight.clear()
+            self._writer.close()
+            self._walker.reset()
+            os.close(self._root_fd)
+        finally:
+            self._gc_paused.__exit__(None, None, None)
 
 
 def _worker_died(exc: BaseException) -> VstError:

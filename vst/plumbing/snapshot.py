@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from vst.errors import UsageError, from_os_error
 from vst.ignore import IgnoreRules, is_cache_dir
 from vst.ingest import Ingest, Stored, read_xattrs
-from vst.memory import release_free_memory
+from vst.memory import cycle_collection_paused, release_free_memory
 from vst.objects.odb import ObjectWriter
 from vst.objects.oid import Oid
 from vst.objects.seal import Sealing, seal
@@ -82,8 +82,9 @@ def scan(store: Store, root: str, cache: StatCache | None, *,
     if sealing is None:
         # Asked on first need: a scan that finds nothing to hash opens no keyring.
         sealing = (lambda: writer.sealing) if writer is not None else odb.sealing(None)
-    with Ingest(store.chunk_params, sealing, writer, store.compression_level,
-                on_bytes=counted, processes=processes) as ingest:
+    with cycle_collection_paused(), \
+            Ingest(store.chunk_params, sealing, writer, store.compression_level,
+                   on_bytes=counted, processes=processes) as ingest:
         walk = _Walk(ingest, writer, cache.entries if cache else {}, snapshot, warn)
         walk.run(root_b)
         ingest.finish()
