@@ -168,17 +168,23 @@ def test_round_trip_through_worker_processes(store: Store, sample: Path, tmp_pat
         assert (item.ino, item.ctime_ns) == (st.st_ino, st.st_ctime_ns), item.path
 
 
-def test_cache_entries_consumed_are_the_same(store: Store, sample: Path, tmp_path: Path) -> None:
-    from vst.porcelain.clone import cache_entries
+def test_a_clones_cache_is_the_stat_cache_of_what_it_wrote(store: Store, sample: Path,
+                                                           tmp_path: Path) -> None:
+    from vst.porcelain.clone import _ClonedCache, cache_entries
+    from vst.workdir import StatCache, encode_cache
 
     tree = write_tree(store, str(sample))
     target = tmp_path / "target"
     target.mkdir()
     placed = restore(store, tree, target)
-    kept = cache_entries(placed)
-    assert len(kept) == len(placed) > 10
-    assert cache_entries(placed, consume=True) == kept
-    assert placed == []  # let go on the way
+    assert len(placed) > 10
+    now = 1_800_000_000 * 10**9
+    expected = StatCache(tree, cache_entries(placed)).encode(now)
+    assert _ClonedCache(tree, placed).encode(now) == expected
+    assert placed == []  # each record let go on the way
+    assert StatCache.decode(bytes(expected)) is not None
+    with pytest.raises(ValueError, match="2 entries"):
+        encode_cache(tree, 2, iter([]), now)
 
 
 def test_a_worker_process_refuses_a_replaced_root(store: Store, tmp_path: Path,

@@ -46,9 +46,9 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from blake3 import blake3
 
@@ -112,6 +112,39 @@ class CacheEntry(NamedTuple):
                 and st.st_size == self.size and st.st_mode == self.mode)
 
 
+def encode_cache(base: Oid | None, count: int, entries: Iterable[tuple[bytes, CacheEntry]],
+                 now_ns: int) -> bytearray:
+    """A stat cache file of ``count`` entries, given in path order; those modified after
+    ``now_ns - RACY_NS`` are saved unverified. The entries may be made as they are asked
+    for (a clone's are): none needs to exist before or after its turn."""
+    out = bytearray(_HEADER.pack(CACHE_MAGIC, CACHE_VERSION, base.raw if base else bytes(32),
+                                 count))
+    racy_after = now_ns - RACY_NS
+    written = 0
+    for path, entry in entries:
+        ctime_ns, ino = entry.ctime_ns, entry.ino
+        if entry.mtime_ns >= racy_after:
+            ctime_ns, ino = 0, 0
+        attrs = _encode_attrs(entry.attrs)
+        out += _U16.pack(len(path))
+        out += path
+        out += _ENTRY.pack(entry.mode, entry.kind, entry.size, entry.mtime_ns,
+                           entry.oid.raw, ctime_ns, ino, len(attrs))
+        out += attrs
+        written += 1
+    if written != count:
+        raise ValueError(f"a stat cache of {count} entries was given {written}")
+    out += blake3(out).digest()
+    return out  # not copied into bytes: a million entries make 100 MB
+
+
+class EncodedCache(Protocol):
+    """What ``WorkingCopy.save_cache`` writes: a ``StatCache``, or anything that encodes
+    one (a clone's, made straight from what it wrote)."""
+
+    def encode(self, now_ns: int) -> bytearray: ...
+
+
 @dataclass(slots=True)
 class StatCache:
     base: Oid | None
@@ -119,23 +152,9 @@ class StatCache:
 
     def encode(self, now_ns: int) -> bytearray:
         """The cache file; entries modified after ``now_ns - RACY_NS`` are saved unverified."""
-        out = bytearray(_HEADER.pack(CACHE_MAGIC, CACHE_VERSION,
-                                     self.base.raw if self.base else bytes(32),
-                                     len(self.entries)))
-        racy_after = now_ns - RACY_NS
-        for path in sorted(self.entries):
-            entry = self.entries[path]
-            ctime_ns, ino = entry.ctime_ns, entry.ino
-            if entry.mtime_ns >= racy_after:
-                ctime_ns, ino = 0, 0
-            attrs = _encode_attrs(entry.attrs)
-            out += _U16.pack(len(path))
-            out += path
-            out += _ENTRY.pack(entry.mode, entry.kind, entry.size, entry.mtime_ns,
-                               entry.oid.raw, ctime_ns, ino, len(attrs))
-            out += attrs
-        out += blake3(out).digest()
-        return out  # not copied into bytes: a million entries make 100 MB
+        entries = self.entries
+        return encode_cache(self.base, len(entries),
+                            ((path, entries[path]) for path in sorted(entries)), now_ns)
 
     @classmethod
     def decode(cls, data: bytes) -> StatCache | None:
@@ -234,7 +253,7 @@ class WorkingCopy:
 
     @classmethod
     def create(cls, root: str, store_url: str, collection: str, base: Oid | None, *,
-               cache: StatCache | None = None, scan_start_ns: int | None = None,
+               cache: EncodedCache | None = None, scan_start_ns: int | None = None,
                fs: FileSystem = DEFAULT_FS) -> WorkingCopy:
         """Make ``root`` (existing) a working copy in step with ``base``, with the stat cache
         ``cache`` made at ``scan_start_ns``. The descriptor is written last, so a half-made
@@ -293,7 +312,7 @@ class WorkingCopy:
             return None
         return StatCache.decode(data)
 
-    def save_cache(self, cache: StatCache, scan_start_ns: int) -> None:
+    def save_cache(self, cache: EncodedCache, scan_start_ns: int) -> None:
         self.fs.write_file(self._path("index"), cache.encode(scan_start_ns))
 
     @contextlib.contextmanager

@@ -13,7 +13,7 @@ from vst.errors import AlreadyExists, NotFound, from_os_error
 from vst.objects.oid import Oid
 from vst.objects.types import ObjectType
 from vst.store import Store
-from vst.workdir import CacheEntry, StatCache, WorkingCopy
+from vst.workdir import CacheEntry, WorkingCopy, encode_cache
 
 Warn = Callable[[str], None]
 
@@ -26,25 +26,39 @@ class CloneResult:
     bytes: int
 
 
-def cache_entries(placed: list[Placed], *, consume: bool = False) -> dict[bytes, CacheEntry]:
-    """Stat-cache entries for what a checkout wrote: the status it left each file in.
-    ``consume``: empty ``placed`` on the way, each record let go as its entry is made (a
-    clone would otherwise hold both for every file at once)."""
-    entries = {}
-    items = _emptied(placed) if consume else placed
-    for item in items:
-        entry = item.entry
-        verified = entry.kind != ObjectType.TREE
-        entries[item.path] = CacheEntry(entry.mode, entry.kind, entry.oid, entry.size,
-                                        entry.mtime_ns, item.ctime_ns if verified else 0,
-                                        item.ino if verified else 0, entry.attrs)
-    return entries
+def cache_entries(placed: list[Placed]) -> dict[bytes, CacheEntry]:
+    """Stat-cache entries for what a checkout wrote: the status it left each file in."""
+    return {item.path: _cache_entry(item) for item in placed}
 
 
-def _emptied(placed: list[Placed]) -> Iterator[Placed]:
-    placed.reverse()
-    while placed:
-        yield placed.pop()
+def _cache_entry(item: Placed) -> CacheEntry:
+    entry = item.entry
+    verified = entry.kind != ObjectType.TREE
+    return CacheEntry(entry.mode, entry.kind, entry.oid, entry.size, entry.mtime_ns,
+                      item.ctime_ns if verified else 0, item.ino if verified else 0,
+                      entry.attrs)
+
+
+class _ClonedCache:
+    """The stat cache of a clone, encoded straight from what the checkout placed (in path
+    order): each record is let go as its entry is written, and no entry outlives its turn.
+    A dict of every entry first took a 50,000-file clone's peak from 82-83 to 85 MiB."""
+
+    def __init__(self, base: Oid | None, placed: list[Placed]) -> None:
+        self.base = base
+        self.placed = placed
+
+    def encode(self, now_ns: int) -> bytearray:
+        placed = self.placed
+        count = len(placed)
+        placed.reverse()
+
+        def taken() -> Iterator[tuple[bytes, CacheEntry]]:
+            while placed:
+                item = placed.pop()
+                yield item.path, _cache_entry(item)
+
+        return encode_cache(self.base, count, taken(), now_ns)
 
 
 def tree_size(store: Store, tree: Oid) -> tuple[int, int]:
@@ -97,7 +111,7 @@ def clone(store: Store, store_url: str, collection: str, dest: str, *,
             written = [p.entry.size for p in placed if not p.entry.is_dir]
             files, size = len(written), sum(written)
         copy = WorkingCopy.create(dest, store_url, collection, commit,
-                                  cache=StatCache(commit, cache_entries(placed, consume=True)),
+                                  cache=_ClonedCache(commit, placed),
                                   scan_start_ns=started)
     except BaseException:
         _undo(dest, created)
