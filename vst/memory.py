@@ -5,8 +5,10 @@ them back. A commit of many small files frees a file's bytes as soon as they are
 while it keeps each file's small record for the end: the heap ends up with holes between
 long-lived records, and their pages stay in the process's resident set. On the 50,000-file
 benchmark its main heap held 26 MiB free of 39 at the end of the scan; ``malloc_trim``
-gives those pages back (12 MiB of RSS). Elsewhere (another C library, another system)
-this does nothing.
+gives those pages back (12 MiB of RSS). That is on purpose while the pipeline runs:
+``vst.cli.app.tune_allocator`` keeps freed buffers in the heap, so that each chunk does
+not fault its pages in again; ``release_free_memory`` is for when it has drained.
+Elsewhere (another C library, another system) it does nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ def release_free_memory() -> None:
     """Give the pages of freed heap memory back to the system (glibc only)."""
     if _TRIM is not None:
         _TRIM(0)
-
 
 
 _pause_lock = threading.Lock()

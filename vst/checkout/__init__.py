@@ -13,7 +13,7 @@ another process does to the directory meanwhile:
   directory and renamed over the target: a reader sees the old or the new, never half.
   Except, when the caller asks (``in_place``), a file in a directory this checkout made:
   nothing old is there to replace, so it is made under its own name (O_EXCL|O_NOFOLLOW
-  still), as git, restic and borg make every file; a rename is a third of a small file's
+  still), as git, restic and borg make every file; a rename is a quarter of a small file's
   kernel time. No fsync: the store holds the data, and restic does not fsync restores
   either.
 

@@ -232,7 +232,7 @@ class _Writer:
         """The file to write ``name``'s content to, and its temporary name (None: the file
         is ``name`` itself). In a directory this checkout made there is no old file for a
         reader to keep seeing, so the file is made under its own name (O_EXCL): no
-        temporary name, no rename, a fifth of a small file's kernel time. Anything found
+        temporary name, no rename, a quarter of a small file's kernel time. Anything found
         there after all is replaced through a temporary name, as everywhere else."""
         if made:
             try:
