@@ -114,7 +114,9 @@ class ObjectIndex:
         rows = self._query_in("SELECT o.id, o.pack, o.offset, o.length, p.keyring FROM "
                               "objects o JOIN packs p ON p.id = o.pack "
                               "WHERE o.id IN ({marks})", oids)
-        found = {oid: Location(Oid(pack), offset, length, keyring)
+        packs: dict[bytes, Oid] = {}  # one Oid a pack, not one an object
+        found = {oid: Location(packs.get(pack) or packs.setdefault(pack, Oid(pack)), offset,
+                               length, keyring)
                  for oid, pack, offset, length, keyring in rows}
         return [found.get(oid.raw) for oid in oids]
 

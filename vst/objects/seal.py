@@ -171,17 +171,24 @@ class RecordHeader(NamedTuple):
 def read_header(record: bytes | memoryview, where: str) -> RecordHeader:
     """Decode a record's header without touching its body: the framing that scrub checks
     without any key."""
+    raw_oid, kind, flags, plain_size = _header_fields(record, where)
+    return RecordHeader(Oid(raw_oid), kind, flags, plain_size)
+
+
+def _header_fields(record: bytes | memoryview, where: str
+                   ) -> tuple[bytes, ObjectType | None, int, int]:
+    """``read_header``'s checks and fields, the id left raw: ``unseal`` runs once a file
+    of a restore, and an Oid and a header tuple a record were a tenth of its Python."""
     if len(record) < HEADER.size:
         raise CorruptObject(f"record in {where}: truncated header")
     raw_oid, raw_kind, flags, plain_size = HEADER.unpack_from(record)
-    oid = Oid(raw_oid)
     if flags == FLAG_ENCRYPTED:
         if raw_kind != 0 or plain_size != 0:
-            raise CorruptObject(f"object {oid} in {where}: an encrypted record shows a type "
-                                "or size")
-        return RecordHeader(oid, None, flags, 0)
-    return RecordHeader(oid, _checked_kind(oid, raw_kind, flags, plain_size, where), flags,
-                        plain_size)
+            raise CorruptObject(f"object {Oid(raw_oid)} in {where}: an encrypted record "
+                                "shows a type or size")
+        return raw_oid, None, flags, 0
+    return raw_oid, _checked_kind(Oid(raw_oid), raw_kind, flags, plain_size, where), flags, \
+        plain_size
 
 
 def _checked_kind(oid: Oid, raw_kind: int, flags: int, plain_size: int,
@@ -206,22 +213,12 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
     objects before they are decompressed."""
     if isinstance(sealing, IdScheme):
         sealing = Sealing(NO_KEYRING, sealing, None)
-    # read_header's checks, inline and in its order, without its objects: a restore of many
-    # small files unseals one record a file.
-    if len(record) < HEADER.size:
-        raise CorruptObject(f"record in {where}: truncated header")
-    raw_oid, raw_kind, flags, plain_size = HEADER.unpack_from(record)
-    encrypted = flags == FLAG_ENCRYPTED
-    if encrypted and (raw_kind != 0 or plain_size != 0):
-        raise CorruptObject(f"object {Oid(raw_oid)} in {where}: an encrypted record shows "
-                            "a type or size")
-    if not encrypted:
-        kind = _checked_kind(Oid(raw_oid), raw_kind, flags, plain_size, where)
+    raw_oid, header_kind, flags, plain_size = _header_fields(record, where)
     if raw_oid != expected.raw:
         raise CorruptObject(f"object {expected} in {where}: record holds {Oid(raw_oid)}")
     sealed = memoryview(record)[HEADER.size:]
     body: bytes | memoryview = sealed
-    if encrypted:
+    if header_kind is None:  # encrypted
         # The content comes back as its own bytes: bytes() below does not copy it again.
         kind, flags, plain_size, body = _open(sealed, expected, sealing, where)
         ids = sealing.ids
@@ -231,7 +228,7 @@ def unseal(record: bytes | memoryview, expected: Oid, sealing: Sealing | IdSchem
         raise CorruptObject(f"object {expected} in {where}: an unencrypted record among an "
                             "encrypted keyring's")
     else:
-        ids = PLAIN_IDS
+        kind, ids = header_kind, PLAIN_IDS
     if plain_size > max_size:
         raise UnexpectedSize(f"object {expected} in {where}: {plain_size} bytes, more than "
                              f"the {max_size} expected")
