@@ -51,11 +51,10 @@ def vst_run(*args: str, input: bytes | None = None,
 def user_keys() -> UserKeys:
     """The keys of the user the environment describes (XDG_CONFIG_HOME), as the CLI finds
     them: what tests hand to stores they open themselves."""
-    import platformdirs
-
+    from vst.cli.app import user_dir
     from vst.userkeys import UserKeys
 
-    return UserKeys(os.path.join(platformdirs.user_config_dir("vst"), "keys"))
+    return UserKeys(os.path.join(user_dir("config"), "keys"))
 
 
 def open_keyed(path: str) -> Store:

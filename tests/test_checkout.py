@@ -168,6 +168,32 @@ def test_round_trip_through_worker_processes(store: Store, sample: Path, tmp_pat
         assert (item.ino, item.ctime_ns) == (st.st_ino, st.st_ctime_ns), item.path
 
 
+def test_a_killed_worker_process_is_a_clear_error(store: Store, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed mid-checkout (out of memory, a signal) ends it with a one-line error,
+    not a hang or a traceback."""
+    monkeypatch.setattr(vst.checkout, "PROCESS_THRESHOLD", 0)
+    monkeypatch.setattr(vst.checkout, "JOB_FILES", 1)
+    source = tmp_path / "src"
+    source.mkdir()
+    for number in range(40):
+        (source / f"f{number}").write_bytes(b"%d" % number)
+    tree = store.odb.read_tree(write_tree(store, str(source)))
+    target = tmp_path / "target"
+    target.mkdir()
+    with pytest.raises(VstError, match="a worker process died") as raised, \
+            Checkout(store, str(target)) as checkout:
+        first, *rest = tree.entries
+        checkout.write(first.name, first)
+        assert checkout._processes is not None
+        for process in list(checkout._processes._processes.values()):  # type: ignore[union-attr]
+            os.kill(process.pid, signal.SIGKILL)
+        for entry in rest:
+            checkout.write(entry.name, entry)
+        checkout.finish()
+    assert "\n" not in str(raised.value)
+
+
 def test_a_clones_cache_is_the_stat_cache_of_what_it_wrote(store: Store, sample: Path,
                                                            tmp_path: Path) -> None:
     from vst.porcelain.clone import _ClonedCache, cache_entries

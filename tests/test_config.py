@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,27 @@ def test_find_working_copy(tmp_path: Path) -> None:
     assert find_working_copy(str(tmp_path / "wc")) == str(tmp_path / "wc")
     assert find_working_copy(str(tmp_path / "wc" / "a" / "b")) == str(tmp_path / "wc")
     assert find_working_copy(str(tmp_path / "other")) is None
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="platformdirs' own there")
+@pytest.mark.parametrize("kind", ["config", "data", "state"])
+@pytest.mark.parametrize("value", [None, "", "relative/dir", "/abs/dir", "/abs/trailing/"])
+def test_user_dir_is_what_platformdirs_gives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             kind: str, value: str | None) -> None:
+    """vst finds its folders without importing platformdirs (a cold start's 18 ms): the same
+    folders, whether the XDG variable is unset, empty, relative or absolute."""
+    import platformdirs
+
+    from vst.cli.app import user_dir
+
+    variable = {"config": "XDG_CONFIG_HOME", "data": "XDG_DATA_HOME",
+                "state": "XDG_STATE_HOME"}[kind]
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if value is None:
+        monkeypatch.delenv(variable, raising=False)
+    else:
+        monkeypatch.setenv(variable, value)
+    assert user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("vst")  # type: ignore[arg-type]
 
 
 # -- the command line -------------------------------------------------------------------------

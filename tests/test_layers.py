@@ -41,6 +41,7 @@ RANKS = {
     "vst.fsio": 1,
     "vst.errors": 0,
     "vst.memory": 0,
+    "vst.pools": 0,
     "vst": 0,
 }
 

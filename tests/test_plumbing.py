@@ -870,6 +870,34 @@ def test_write_tree_with_worker_processes_matches_threads(tmp_path: Path) -> Non
     assert trees[0] == trees[1]
 
 
+def test_a_killed_worker_process_is_a_clear_error(store: Store, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed while it reads files (out of memory, a signal) ends the ingest with a
+    one-line error, not a hang or a traceback."""
+    import signal
+
+    import vst.ingest
+    from vst.ingest import Ingest
+
+    monkeypatch.setattr(vst.ingest, "PROCESS_THRESHOLD", 0)
+    monkeypatch.setattr(vst.ingest, "PATHS_PER_JOB", 1)
+    paths = []
+    for number in range(40):
+        _write(tmp_path / f"f{number}", b"%d" % number)
+        paths.append(os.fsencode(tmp_path / f"f{number}"))
+    with store.odb.writer() as writer, \
+            Ingest(store.chunk_params, writer.sealing, writer, processes=True) as ingest, \
+            pytest.raises(VstError, match="a worker process died") as raised:
+        ingest.add_path(paths[0])
+        assert ingest._process_pool is not None
+        for process in list(ingest._process_pool._processes.values()):  # type: ignore[attr-defined]
+            os.kill(process.pid, signal.SIGKILL)
+        for path in paths[1:]:
+            ingest.add_path(path)
+        ingest.finish()
+    assert "\n" not in str(raised.value)
+
+
 def _all_entries(store: Store, tree: Oid) -> list[TreeEntry]:
     entries = []
     for entry in store.odb.read_tree(tree).entries:

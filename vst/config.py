@@ -1,7 +1,7 @@
 """Layered configuration: three TOML files, the most specific one wins.
 
-    global   <user config dir>/vst/config.toml   (the CLI passes platformdirs'
-                                                  user_config_dir("vst"))
+    global   <user config dir>/vst/config.toml   (the CLI passes
+                                                  vst.cli.app.user_dir("config"))
     store    <store>/config.toml                 only its user-level sections
                                                   (Store.USER_SECTIONS)
     local    <working copy>/.vst/config.toml

@@ -27,7 +27,6 @@ file to a terabyte.
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import re
 import signal
@@ -35,11 +34,10 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from vst.errors import VstError, from_os_error
 from vst.memory import release_free_memory
@@ -52,6 +50,13 @@ from vst.objects.oid import Oid
 from vst.objects.seal import Sealing, seal
 from vst.objects.tree import entry_mode
 from vst.objects.types import ObjectType
+from vst.pools import process_pool
+
+# multiprocessing is imported where the processes start, and BrokenExecutor is caught rather
+# than BrokenProcessPool: importing either here would cost commands that start no process
+# 14 ms of a cold start. Only the process pool can break: no thread pool has an initializer.
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 BUDGET = 12 * 1024 * 1024  # bytes of content held by jobs between read and pack
 BATCH_COUNT = 1024  # ids per dedup query
@@ -223,7 +228,7 @@ class Ingest:
         self._held += size
         try:
             future = start()
-        except (BrokenProcessPool, OSError, RuntimeError) as exc:  # the pool broke earlier
+        except (BrokenExecutor, OSError, RuntimeError) as exc:  # the pool broke, or cannot start
             raise _worker_died(exc) from None
         self._opening.append((future, dones, size))
 
@@ -252,6 +257,8 @@ class Ingest:
         readahead hint, 12 were best: 5.4 s, 9.3 CPU-s)."""
         if self._process_pool is None and self._use_processes \
                 and self._small_paths >= PROCESS_THRESHOLD:
+            import multiprocessing
+
             context = multiprocessing.get_context("forkserver")
             # Import the worker's modules once in the fork server, not in every worker: the
             # cipher's too when it seals (a dozen imports of it cost a second on 2 cores).
@@ -260,10 +267,9 @@ class Ingest:
             index = self.writer.odb.index.path if self.writer is not None else None
             parent_dedups = self.writer is not None and index is None
             try:
-                self._process_pool = ProcessPoolExecutor(
-                    2 * self._cores, mp_context=context, initializer=_process_init,
-                    initargs=(self.params.min, self.sealing.portable(), self.level, index,
-                              parent_dedups))
+                self._process_pool = process_pool(
+                    2 * self._cores, context, _process_init,
+                    (self.params.min, self.sealing.portable(), self.level, index, parent_dedups))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
         return self._process_pool
@@ -272,7 +278,7 @@ class Ingest:
         future, dones, reserved = self._opening.popleft()
         try:
             pieces = future.result()
-        except BrokenProcessPool as exc:  # a worker was killed (out of memory, a signal)
+        except BrokenExecutor as exc:  # a worker was killed (out of memory, a signal)
             raise _worker_died(exc) from None
         self._held -= reserved
         for piece, done in zip(pieces, dones, strict=True):

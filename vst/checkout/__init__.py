@@ -35,16 +35,14 @@ on the caller's thread only.
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
 import stat
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from vst.checkout.files import (
     Group,
@@ -73,7 +71,12 @@ from vst.objects.odb import VolumeRef
 from vst.objects.oid import Oid
 from vst.objects.tree import TreeEntry, name_problem
 from vst.objects.types import ObjectType
+from vst.pools import process_pool
 from vst.store import Store
+
+# multiprocessing imported where the processes start, BrokenExecutor caught: as in vst.ingest.
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["Checkout", "Placed", "split_path"]
 
@@ -334,6 +337,8 @@ class Checkout:
     def _worker_processes(self) -> ProcessPoolExecutor | None:
         if self._processes is None and self._use_processes \
                 and self._small >= PROCESS_THRESHOLD:
+            import multiprocessing
+
             st = os.fstat(self._root_fd)
             context = multiprocessing.get_context("forkserver")
             # Import the worker's modules once in the fork server, not in every worker.
@@ -345,18 +350,17 @@ class Checkout:
             workers = PROCESSES_PER_CORE * self._cores
             try:
                 if self._fetching:
-                    self._processes = ProcessPoolExecutor(
-                        workers, mp_context=context, initializer=_process_init_fetched,
-                        initargs=(sealings, self.root, identity))
+                    self._processes = process_pool(workers, context, _process_init_fetched,
+                                                   (sealings, self.root, identity))
                     # Enough to fetch the next jobs while the workers write the last:
                     # a thread waits for its job's worker after fetching.
                     self._fetchers = ThreadPoolExecutor(4 * workers,
                                                         thread_name_prefix="vst-fetch")
                 else:
-                    self._processes = ProcessPoolExecutor(
-                        workers, mp_context=context, initializer=_process_init,
-                        initargs=(self.store.path, self.odb.index.path, sealings,
-                                  self.odb.spool_dir, self.root, identity))
+                    self._processes = process_pool(
+                        workers, context, _process_init,
+                        (self.store.path, self.odb.index.path, sealings, self.odb.spool_dir,
+                         self.root, identity))
             except OSError:
                 self._use_processes = False  # no processes here: threads will do
         return self._processes
@@ -384,7 +388,7 @@ class Checkout:
             return
         try:
             future = start()
-        except (BrokenProcessPool, RuntimeError) as exc:  # a worker process died earlier
+        except (BrokenExecutor, OSError, RuntimeError) as exc:  # the pool broke, or cannot start
             raise _worker_died(exc) from None
         self._inflight.append((future, size, job))
         self._held += size
@@ -394,7 +398,7 @@ class Checkout:
         self._held -= size
         try:
             done = future.result()
-        except BrokenProcessPool as exc:
+        except BrokenExecutor as exc:
             raise _worker_died(exc) from None
         except VstError as exc:
             # Raised by finish(), not by whichever write() happens to be waiting: a caller

@@ -43,7 +43,6 @@ import os
 import shlex
 import stat
 import struct
-import subprocess
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -358,6 +357,8 @@ class CommandKek:
 
     def run(self, request: bytes) -> bytes:
         """The 64 bytes the program returns for ``request`` (not yet checked)."""
+        import subprocess  # here: every command loads keys, few run a key command
+
         name = shlex.join(self.command)
         try:
             done = subprocess.run(self.command, input=request, stdout=subprocess.PIPE,
