@@ -14,6 +14,8 @@ from pathlib import Path
 
 import blake3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vst.errors import (
     CorruptObject,
@@ -531,3 +533,33 @@ def test_an_index_of_schema_1_gains_the_keyring_column(tmp_path: Path) -> None:
         assert version == 2
     finally:
         index.close()
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40), st.integers(1, 3)),
+                max_size=60), st.booleans())
+def test_read_ahead_spans_are_the_runs_a_read_would_make(records: list[tuple[int, int, int]],
+                                                          in_order: bool) -> None:
+    """``locate_ahead``'s one pass gives the spans ``read_many`` reads when a job's records
+    come in pack order, and spans covering every record whatever the order."""
+    from vst.objects import odb
+    from vst.objects.index import Location
+
+    packs = [Oid(bytes([n]) * 32) for n in range(3)]
+    unit = odb.SPAN_GAP // 4  # some records within the gap of the one before, some past it
+    slots = {(pack, slot): size for pack, slot, size in records}  # no two in one place
+    located = [(pack, slot * 4 * unit, size * unit) for (pack, slot), size in slots.items()]
+    if in_order:
+        located.sort()
+    locations: list[Location | None] = [Location(packs[p], offset, length, None)
+                                        for p, offset, length in located]
+    locations[len(locations) // 2:len(locations) // 2] = [None]  # not in the index
+    spans = odb._spans_ahead(locations)
+    if in_order:
+        sorted_located = odb._sorted_locations(locations)
+        assert spans == [(Oid(sorted_located[start][0]), first, end)
+                         for start, _, first, end in odb._runs(sorted_located)]
+    for location in locations:
+        if location is not None:
+            assert any(pack == location.pack and first <= location.offset
+                       and location.offset + location.length <= end
+                       for pack, first, end in spans), location

@@ -221,7 +221,7 @@ class Checkout:
             raise
         self._close(abort=False)
         placed, self._placed = self._placed, {}
-        result = sorted(placed.values(), key=lambda p: p.path)
+        result = sorted(placed.values())  # by path, their first field, each one different
         del placed
         # The workers' results came through buffers that left holes in the heap; what the
         # caller makes next (a stat cache entry a file) would grow it past them.

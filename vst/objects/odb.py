@@ -88,6 +88,7 @@ INDEX_BATCH = 8  # packs indexed per transaction
 IN_FLIGHT = 2  # packs being made durable at once by a writer
 SPAN_GAP = 256 * 1024  # records this close in a pack are read together by read_many...
 SPAN_MAX = 8 * 1024 * 1024  # ...up to this much at once
+_SPANS_UNSORTED = 8  # spans met in one pass before locate_ahead sorts a job's locations
 LOOKUP_BATCH = 512  # ids looked up in the index at once by read_sealed_many
 
 
@@ -116,6 +117,36 @@ def _runs(located: list[_Located]) -> Iterator[tuple[int, int, int, int]]:
             stop += 1
         yield start, stop, first, end
         start = stop
+
+
+def _spans_ahead(locations: list[Location | None]) -> list[tuple[Oid, int, int]]:
+    """The spans of packs to read ahead for ``locations``: (pack, first byte, end), as
+    ``_runs`` makes them, each once. In one pass when the records come in pack order, as a
+    job's files mostly do (they were stored together), and sorted only otherwise: the
+    restore's main process, which does this for every job, is the one feeding the workers."""
+    spans: list[tuple[Oid, int, int]] = []
+    pack: Oid | None = None
+    first = end = 0
+    for location in locations:
+        if location is None:
+            continue
+        offset, stop = location.offset, location.offset + location.length
+        if location.pack == pack and end <= offset <= end + SPAN_GAP \
+                and stop - first <= SPAN_MAX:
+            end = stop
+            continue
+        if pack is not None:
+            spans.append((pack, first, end))
+            if (location.pack == pack and offset < end) or len(spans) >= _SPANS_UNSORTED \
+                    or any(left == location.pack for left, _, _ in spans[:-1]):
+                break  # out of order (back in a pack, or to one left behind): sorted below
+        pack, first, end = location.pack, offset, stop
+    else:
+        if pack is not None:
+            spans.append((pack, first, end))
+        return spans
+    located = _sorted_locations(locations)
+    return [(Oid(located[start][0]), first, end) for start, _, first, end in _runs(located)]
 
 
 def pack_name(pack: Oid) -> str:
@@ -263,9 +294,7 @@ class ObjectDatabase:
         to workers a little later finds them in the page cache instead of waiting on the
         disk in each worker."""
         locations = self.index.lookup_many(oids)
-        located = _sorted_locations(locations)
-        for start, _, first, end in _runs(located):
-            pack = Oid(located[start][0])
+        for pack, first, end in _spans_ahead(locations):
             volume = self._volume_of(pack, packs)
             if volume is not None:
                 volume.backend.will_load(pack_name(pack), first, end - first)
