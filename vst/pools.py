@@ -31,6 +31,7 @@ def process_pool(workers: int, context: BaseContext, initializer: Callable[..., 
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer,
                                initargs=initargs)
     # The switch CPython itself uses for fork (gh-90622): launch every worker when the
-    # manager thread starts, none later.
+    # manager thread starts, none later. A Python without it ignores the attribute, and
+    # its pool starts workers as it goes.
     pool._safe_to_dynamically_spawn_children = False  # type: ignore[attr-defined]
     return pool
