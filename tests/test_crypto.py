@@ -660,3 +660,20 @@ def test_kek_private_key_is_kept_clamped() -> None:
     data = kek.encode().replace(kek.private_bytes().hex().encode(), raw.hex().encode())
     with pytest.raises(CorruptKey, match="canonical"):
         X25519Kek.decode(data, "kek.toml")
+
+
+def test_a_damaged_check_value_is_caught_after_the_envelope_opens(keyring: Keyring) -> None:
+    """The check value is compared after decryption: one flipped bit in it (or a secret
+    that does not match it) is a damaged envelope, not a wrong key."""
+    import dataclasses
+
+    kek = X25519Kek.generate("x")
+    envelope = wrap(keyring, kek, STORE)
+    assert envelope.check is not None
+    assert unwrap(envelope, kek, keyring.keyring_id, STORE) == keyring.dek + keyring.id_key
+    for position in (0, len(envelope.check) - 1):
+        damaged = bytearray(envelope.check)
+        damaged[position] ^= 1
+        with pytest.raises(CorruptKey, match="damaged check value"):
+            unwrap(dataclasses.replace(envelope, check=bytes(damaged)), kek,
+                   keyring.keyring_id, STORE)

@@ -27,7 +27,6 @@ a program does with the private key (tests use it; so can an adapter for a token
 
 from __future__ import annotations
 
-import hmac
 import os
 import shlex
 from collections.abc import Callable
@@ -136,6 +135,16 @@ def _dh_key(shared: bytes, ephemeral: bytes, public: bytes, keyring_id: bytes,
     return ChaCha20Poly1305(key)
 
 
+def _same(a: bytes, b: bytes) -> bool:
+    """``a == b`` in time that says nothing of where they differ: both are hashed under a
+    key of this call's own first ("double HMAC" comparison), so == stops at a place no
+    one can relate to them. Not ``hmac.compare_digest``: importing hmac loads the system's
+    libcrypto beside the cipher's own (3.3 MiB of every command's memory, 11 ms of a cold
+    start), for two comparisons."""
+    key = os.urandom(32)
+    return blake3.blake3(a, key=key).digest() == blake3.blake3(b, key=key).digest()
+
+
 def _check_value(ad: bytes, secret: bytes) -> bytes:
     return blake3.blake3(b"vst envelope check v1" + ad + secret).digest()
 
@@ -201,7 +210,7 @@ def unwrap(envelope: Envelope, kek: Kek, keyring_id: bytes, store_id: str) -> by
     ad = associated_data(store_id, keyring_id, envelope.kek_fingerprint, envelope.kind)
     if isinstance(kek, CommandKek):
         secret = kek.run(request_bytes(envelope, keyring_id, store_id))
-        if not hmac.compare_digest(_check_value(ad, secret), envelope.check):
+        if not _same(_check_value(ad, secret), envelope.check):
             raise WrongKey(f"key command '{shlex.join(kek.command)}' returned a key that does "
                            f"not open the envelope for KEK {short}")
         return secret
@@ -214,7 +223,7 @@ def unwrap(envelope: Envelope, kek: Kek, keyring_id: bytes, store_id: str) -> by
         secret = box.decrypt(envelope.nonce, envelope.ciphertext, ad)
     except InvalidTag:
         raise WrongKey(moved) from None
-    if not hmac.compare_digest(_check_value(ad, secret), envelope.check):
+    if not _same(_check_value(ad, secret), envelope.check):
         raise CorruptKey(f"the envelope for KEK {short} has a damaged check value")
     return secret
 
