@@ -246,17 +246,20 @@ def test_find_working_copy(tmp_path: Path) -> None:
 @pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="platformdirs' own there")
 @pytest.mark.parametrize("kind", ["config", "data", "state"])
 @pytest.mark.parametrize("value", [None, "", "relative/dir", "/abs/dir", "/abs/trailing/"])
+@pytest.mark.parametrize("home", ["absolute", "", "relative"])
 def test_user_dir_is_what_platformdirs_gives(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                             kind: str, value: str | None) -> None:
+                                             kind: str, value: str | None, home: str) -> None:
     """vst finds its folders without importing platformdirs (a cold start's 18 ms): the same
-    folders, whether the XDG variable is unset, empty, relative or absolute."""
+    folders, whether the XDG variable is unset, empty, relative or absolute, and with an
+    empty or relative $HOME (the account's home then)."""
     import platformdirs
 
     from vst.cli.app import user_dir
 
     variable = {"config": "XDG_CONFIG_HOME", "data": "XDG_DATA_HOME",
                 "state": "XDG_STATE_HOME"}[kind]
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", {"absolute": str(tmp_path / "home"), "": "",
+                                "relative": "some/where"}[home])
     if value is None:
         monkeypatch.delenv(variable, raising=False)
     else:

@@ -79,4 +79,3 @@ def test_an_exception_inside_still_restores_it() -> None:
     with pytest.raises(KeyError), vst.memory.cycle_collection_paused():
         raise KeyError
     assert gc.isenabled()
-

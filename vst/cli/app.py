@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
-from vst.errors import NotAStore
+from vst.errors import NotAStore, UsageError
 from vst.store import Store
 
 if TYPE_CHECKING:
@@ -325,8 +325,26 @@ def user_dir(kind: Literal["config", "data", "state"]) -> str:
     variable, default = _XDG_HOMES[kind]
     base = os.environ.get(variable, "")
     if not os.path.isabs(base):
-        base = os.path.join(os.path.expanduser("~"), default)
+        base = os.path.join(_home(), default)
     return os.path.join(base, "vst")
+
+
+def _home() -> str:
+    """$HOME if it is an absolute path, else the account's home (as platformdirs does: an
+    empty or relative $HOME would put vst's folders under the current one)."""
+    home = os.environ.get("HOME", "")
+    if os.path.isabs(home):
+        return home
+    try:
+        import pwd
+
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        home = ""
+    if not os.path.isabs(home):
+        raise UsageError("cannot find your home directory",
+                         hint="set HOME, or XDG_CONFIG_HOME, XDG_DATA_HOME and XDG_STATE_HOME")
+    return home
 
 
 def store_option(command: Callable[..., Any]) -> Callable[..., Any]:
