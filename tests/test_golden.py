@@ -15,11 +15,12 @@ import stat
 import sys
 from pathlib import Path
 
+import blake3
 import pytest
 
 from vst.objects.chunks import ChunkList
 from vst.objects.commit import Commit, Signature
-from vst.objects.ids import PLAIN_IDS, IdScheme
+from vst.objects.ids import _JOIN_BELOW, PLAIN_IDS, IdScheme
 from vst.objects.oid import Oid
 from vst.objects.pack import PackWriter, parse_pack
 from vst.objects.seal import FLAG_ZSTD, HEADER, read_header, seal, unseal
@@ -133,6 +134,20 @@ def test_keyed_id_differs_from_plain() -> None:
     ids = compute_ids()
     assert ids["keyed-blob-hello"] == expected_ids()["keyed-blob-hello"]
     assert ids["keyed-blob-hello"] != ids["blob-hello"]
+
+
+@pytest.mark.parametrize("size", [0, 1023, 1024, 10_000, _JOIN_BELOW - 1, _JOIN_BELOW,
+                                  _JOIN_BELOW + 1, 3 * _JOIN_BELOW + 17])
+def test_ids_are_blake3_of_the_header_then_the_content_at_every_size(size: int) -> None:
+    """Small contents are hashed joined to their header in one call, larger ones streamed
+    after it: one definition either way, plain and keyed, from bytes or a memoryview."""
+    content = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    header = b"blob %d\0" % size
+    for ids, hasher in ((PLAIN_IDS, blake3.blake3()), (KEYED, blake3.blake3(key=bytes(range(32))))):
+        hasher.update(header)
+        hasher.update(content)
+        assert ids.compute(ObjectType.BLOB, content).raw == hasher.digest()
+        assert ids.digest(ObjectType.BLOB, memoryview(content)) == hasher.digest()
 
 
 def test_all_ids_match() -> None:

@@ -70,7 +70,7 @@ def name_problem(name: bytes) -> str | None:
         return "name contains '/'"
     if b"\0" in name:
         return "name contains NUL"
-    if name.lower() == b".vst":
+    if len(name) == 4 and name.lower() == b".vst":  # no lowercased copy of every name
         return "name '.vst' is reserved"
     if len(name) > MAX_NAME:
         return "name too long"
