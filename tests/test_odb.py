@@ -14,8 +14,6 @@ from pathlib import Path
 
 import blake3
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from vst.errors import (
     CorruptObject,
@@ -27,6 +25,7 @@ from vst.errors import (
 from vst.objects.chunks import ChunkList
 from vst.objects.commit import Commit, Signature
 from vst.objects.ids import PLAIN_IDS
+from vst.objects.index import Location
 from vst.objects.odb import pack_name
 from vst.objects.oid import Oid
 from vst.objects.seal import HEADER
@@ -162,6 +161,22 @@ def test_lookup_many_answers_in_order_across_query_batches(store: Store) -> None
     assert store.odb.index.lookup_many([]) == []
 
 
+def test_locate_many_answers_as_lookup_many_in_reading_order(store: Store) -> None:
+    first = put_all(store, [b"first %d" % n for n in range(700)])  # > one query batch
+    second = put_all(store, [b"second %d" % n for n in range(5)])  # another pack
+    absent = PLAIN_IDS.compute(BLOB, b"absent")
+    # Out of order, an id twice (two files of one content), one the index lacks.
+    asked = [second[3], absent, *reversed(first), second[0], first[5]]
+    located = store.odb.index.locate_many(asked)
+    assert located == sorted(located)  # by pack and offset: the order that reads them
+    looked_up = store.odb.index.lookup_many(asked)
+    assert sorted(number for _, _, _, number, _ in located) \
+        == [n for n, location in enumerate(looked_up) if location is not None]
+    for pack, offset, length, number, keyring in located:
+        assert looked_up[number] == Location(Oid(pack), offset, length, keyring)
+    assert store.odb.index.locate_many([]) == []
+
+
 def test_locate_ahead_answers_as_the_index_and_hints_each_run_once(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     hinted: list[tuple[str, int, int]] = []
@@ -171,14 +186,15 @@ def test_locate_ahead_answers_as_the_index_and_hints_each_run_once(
     second = put_all(store, [b"second %d" % n for n in range(50)])  # another pack
     absent = PLAIN_IDS.compute(BLOB, b"absent")
     asked = [second[3], absent, *first[10:20], second[40]]
-    locations = store.odb.locate_ahead(asked, {})
-    assert locations == store.odb.index.lookup_many(asked)
-    packs = {pack_name(location.pack) for location in locations if location is not None}
+    located = store.odb.locate_ahead(asked, {})
+    assert located == store.odb.index.locate_many(asked)
+    packs = {pack_name(Oid(pack)) for pack, _, _, _, _ in located}
     assert sorted(name for name, _, _ in hinted) == sorted(packs)  # one run in each pack
     for name, offset, size in hinted:
-        inside = [lo for lo in locations if lo is not None and pack_name(lo.pack) == name]
-        assert offset == min(lo.offset for lo in inside)
-        assert offset + size == max(lo.offset + lo.length for lo in inside)
+        inside = [(at, length) for pack, at, length, _, _ in located
+                  if pack_name(Oid(pack)) == name]
+        assert offset == min(at for at, _ in inside)
+        assert offset + size == max(at + length for at, length in inside)
     # The answers serve read_many as its own lookups would.
     wanted = [(oid, len(b"first 10")) for oid in first[10:13]]
     assert store.odb.read_many(wanted, {}, store.odb.locate_ahead(first[10:13], {})) \
@@ -533,33 +549,3 @@ def test_an_index_of_schema_1_gains_the_keyring_column(tmp_path: Path) -> None:
         assert version == 2
     finally:
         index.close()
-
-
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40), st.integers(1, 3)),
-                max_size=60), st.booleans())
-def test_read_ahead_spans_are_the_runs_a_read_would_make(records: list[tuple[int, int, int]],
-                                                          in_order: bool) -> None:
-    """``locate_ahead``'s one pass gives the spans ``read_many`` reads when a job's records
-    come in pack order, and spans covering every record whatever the order."""
-    from vst.objects import odb
-    from vst.objects.index import Location
-
-    packs = [Oid(bytes([n]) * 32) for n in range(3)]
-    unit = odb.SPAN_GAP // 4  # some records within the gap of the one before, some past it
-    slots = {(pack, slot): size for pack, slot, size in records}  # no two in one place
-    located = [(pack, slot * 4 * unit, size * unit) for (pack, slot), size in slots.items()]
-    if in_order:
-        located.sort()
-    locations: list[Location | None] = [Location(packs[p], offset, length, None)
-                                        for p, offset, length in located]
-    locations[len(locations) // 2:len(locations) // 2] = [None]  # not in the index
-    spans = odb._spans_ahead(locations)
-    if in_order:
-        sorted_located = odb._sorted_locations(locations)
-        assert spans == [(Oid(sorted_located[start][0]), first, end)
-                         for start, _, first, end in odb._runs(sorted_located)]
-    for location in locations:
-        if location is not None:
-            assert any(pack == location.pack and first <= location.offset
-                       and location.offset + location.length <= end
-                       for pack, first, end in spans), location

@@ -320,18 +320,18 @@ class Checkout:
         if pool is not None and self._fetchers is not None:
             start = partial(self._fetchers.submit, self._fetch_and_write, pool,
                             self._generation, job.groups)
+        elif pool is not None:
+            # The worker looks its job up itself (_process_job). Here, the lookups took
+            # this process 0.4 of its 0.95 CPU-s on 50,000 files: SQLite hands the GIL
+            # over at every row it returns, to the threads feeding and reading the pool.
+            start = partial(pool.submit, _process_job, self._generation, job.groups)
         else:
-            # Looked up here, and the volumes told to start reading: by the time a worker
-            # takes the job, its records are in the page cache (this process has time to
-            # spare; the workers wait on a cold disk otherwise).
-            locations = None if self._fetching else self.odb.locate_ahead(
+            # Looked up here, and the volumes told to start reading: by the time a thread
+            # takes the job, its records are in the page cache.
+            located = None if self._fetching else self.odb.locate_ahead(
                 [entry.oid for _, _, items in job.groups for _, entry in items], self._packs)
-            if pool is not None:
-                start = partial(pool.submit, _process_job, self._generation, job.groups,
-                                locations)
-            else:
-                start = partial(self._pool.submit, self._writer.write_files,
-                                self._generation, job.groups, locations)
+            start = partial(self._pool.submit, self._writer.write_files, self._generation,
+                            job.groups, located)
         self._submit(start, job.size, job)
 
     def _worker_processes(self) -> ProcessPoolExecutor | None:

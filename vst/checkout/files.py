@@ -37,7 +37,7 @@ from vst.errors import (
 )
 from vst.objects.chunks import ChunkRef
 from vst.objects.ids import PLAIN_IDS
-from vst.objects.index import Location, ObjectIndex
+from vst.objects.index import Located, ObjectIndex
 from vst.objects.odb import ObjectDatabase, VolumeRef
 from vst.objects.oid import Oid
 from vst.objects.seal import PLAIN, Sealing, unseal
@@ -99,14 +99,14 @@ class _Writer:
         return local.walker
 
     def write_files(self, generation: int, groups: list[Group],
-                    locations: list[Location | None] | None = None) -> _Done:
-        """``locations``: where the index says the files' objects are, when the caller
+                    located: list[Located] | None = None) -> _Done:
+        """``located``: where the index says the files' objects are, when the caller
         looked them up already (``ObjectDatabase.locate_ahead``)."""
         done = _Done()
         walker = self.walker(generation)
         contents = iter(self.odb.read_many(
             [(e.oid, e.size) for _, _, items in groups for _, e in items], self.packs,
-            locations))
+            located))
         for base, made, items in groups:
             try:
                 dir_fd = walker.reach(_parts(base), create=False)
@@ -401,7 +401,7 @@ class _Fetched:
         self.records: dict[Oid, tuple[bytes, bytes | None]] = {}
 
     def read_many(self, wanted: list[tuple[Oid, int]], _packs: object,
-                  _locations: object = None) -> list[tuple[ObjectType, bytes] | None]:
+                  _located: object = None) -> list[tuple[ObjectType, bytes] | None]:
         found: list[tuple[ObjectType, bytes] | None] = []
         for oid, size in wanted:
             try:
@@ -425,8 +425,12 @@ class _Fetched:
         return unseal(record, oid, sealing, "the records fetched", max_size=size)
 
 
-def _process_job(generation: int, groups: list[Group],
-                 locations: list[Location | None] | None = None) -> _Done:
+def _process_job(generation: int, groups: list[Group]) -> _Done:
     if not isinstance(_process_writer, _Writer):
         raise _process_writer or VstError("worker process not initialised")
-    return _process_writer.write_files(generation, groups, locations)
+    writer = _process_writer
+    # Every record of the job looked up, and each run of nearby ones asked of the volumes,
+    # before the first is read: the disk reads the rest while the first files are written.
+    located = writer.odb.locate_ahead([e.oid for _, _, items in groups for _, e in items],
+                                      writer.packs)
+    return writer.write_files(generation, groups, located)

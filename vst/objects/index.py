@@ -48,6 +48,11 @@ class Location(NamedTuple):
     keyring: bytes | None = None  # the pack's keyring id; None when unencrypted
 
 
+# Where one of the ids asked of ``locate_many`` is: (pack id, offset, length, its position
+# among the ids asked for, the pack's keyring id).
+Located = tuple[bytes, int, int, int, bytes | None]
+
+
 class PackRow(NamedTuple):
     pack: Oid
     size: int
@@ -119,6 +124,23 @@ class ObjectIndex:
                                length, keyring)
                  for oid, pack, offset, length, keyring in rows}
         return [found.get(oid.raw) for oid in oids]
+
+    def locate_many(self, oids: Sequence[Oid]) -> list[Located]:
+        """Where each of ``oids`` that the index knows is, sorted by pack and offset (the
+        order that reads them): ``lookup_many`` in plain tuples. A restore's main process
+        asks this for every file and hands the answers to a worker process, and tuples of
+        bytes and ints cross a pipe in a third of the time of Location objects."""
+        rows = self._query_in("SELECT o.id, o.pack, o.offset, o.length, p.keyring FROM "
+                              "objects o JOIN packs p ON p.id = o.pack "
+                              "WHERE o.id IN ({marks})", oids)
+        found = {row[0]: row for row in rows}
+        located: list[Located] = []
+        for number, oid in enumerate(oids):
+            row = found.get(oid.raw)
+            if row is not None:
+                located.append((row[1], row[2], row[3], number, row[4]))
+        located.sort()
+        return located
 
     def _query_in(self, sql: str, keys: Iterable[Oid]) -> list[tuple]:
         """``sql`` with ``IN ({marks})`` run over ``keys`` in batches (SQLite limits the

@@ -28,7 +28,7 @@ from vst.errors import (
 )
 from vst.fsio import DEFAULT_FS, FileSystem
 from vst.objects.ids import PLAIN_IDS, IdScheme
-from vst.objects.index import Location, ObjectIndex
+from vst.objects.index import Located, Location, ObjectIndex
 from vst.objects.oid import Oid, is_prefix
 from vst.objects.pack import PackIndex, PackStream, pack_id
 from vst.objects.seal import (
@@ -88,22 +88,17 @@ INDEX_BATCH = 8  # packs indexed per transaction
 IN_FLIGHT = 2  # packs being made durable at once by a writer
 SPAN_GAP = 256 * 1024  # records this close in a pack are read together by read_many...
 SPAN_MAX = 8 * 1024 * 1024  # ...up to this much at once
-_SPANS_UNSORTED = 8  # spans met in one pass before locate_ahead sorts a job's locations
 LOOKUP_BATCH = 512  # ids looked up in the index at once by read_sealed_many
 
 
-# (pack id, offset, length, position among the ids asked for, keyring id)
-_Located = tuple[bytes, int, int, int, bytes | None]
-
-
-def _sorted_locations(locations: list[Location | None]) -> list[_Located]:
+def _sorted_locations(locations: list[Location | None]) -> list[Located]:
     """The known ``locations`` in pack and offset order, each with its position."""
     return sorted((location.pack.raw, location.offset, location.length, number,
                    location.keyring)
                   for number, location in enumerate(locations) if location is not None)
 
 
-def _runs(located: list[_Located]) -> Iterator[tuple[int, int, int, int]]:
+def _runs(located: list[Located]) -> Iterator[tuple[int, int, int, int]]:
     """Runs of nearby records, read together: (start, stop) in ``located``, and the bytes
     (first, end) of the pack they span."""
     start = 0
@@ -117,36 +112,6 @@ def _runs(located: list[_Located]) -> Iterator[tuple[int, int, int, int]]:
             stop += 1
         yield start, stop, first, end
         start = stop
-
-
-def _spans_ahead(locations: list[Location | None]) -> list[tuple[Oid, int, int]]:
-    """The spans of packs to read ahead for ``locations``: (pack, first byte, end), as
-    ``_runs`` makes them, each once. In one pass when the records come in pack order, as a
-    job's files mostly do (they were stored together), and sorted only otherwise: the
-    restore's main process, which does this for every job, is the one feeding the workers."""
-    spans: list[tuple[Oid, int, int]] = []
-    pack: Oid | None = None
-    first = end = 0
-    for location in locations:
-        if location is None:
-            continue
-        offset, stop = location.offset, location.offset + location.length
-        if location.pack == pack and end <= offset <= end + SPAN_GAP \
-                and stop - first <= SPAN_MAX:
-            end = stop
-            continue
-        if pack is not None:
-            spans.append((pack, first, end))
-            if (location.pack == pack and offset < end) or len(spans) >= _SPANS_UNSORTED \
-                    or any(left == location.pack for left, _, _ in spans[:-1]):
-                break  # out of order (back in a pack, or to one left behind): sorted below
-        pack, first, end = location.pack, offset, stop
-    else:
-        if pack is not None:
-            spans.append((pack, first, end))
-        return spans
-    located = _sorted_locations(locations)
-    return [(Oid(located[start][0]), first, end) for start, _, first, end in _runs(located)]
 
 
 def pack_name(pack: Oid) -> str:
@@ -288,17 +253,18 @@ class ObjectDatabase:
         return self._read_record(oid)
 
     def locate_ahead(self, oids: list[Oid], packs: dict[Oid, VolumeRef | None]
-                     ) -> list[Location | None]:
+                     ) -> list[Located]:
         """Where ``oids`` are (the index's answers, for ``read_many``), and a hint to the
         volumes to start reading each run of nearby records: a caller that hands the reads
         to workers a little later finds them in the page cache instead of waiting on the
         disk in each worker."""
-        locations = self.index.lookup_many(oids)
-        for pack, first, end in _spans_ahead(locations):
+        located = self.index.locate_many(oids)
+        for start, _, first, end in _runs(located):
+            pack = Oid(located[start][0])
             volume = self._volume_of(pack, packs)
             if volume is not None:
                 volume.backend.will_load(pack_name(pack), first, end - first)
-        return locations
+        return located
 
     def _volume_of(self, pack: Oid, packs: dict[Oid, VolumeRef | None]) -> VolumeRef | None:
         if pack not in packs:
@@ -307,7 +273,7 @@ class ObjectDatabase:
         return packs[pack]
 
     def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, VolumeRef | None],
-                  locations: list[Location | None] | None = None
+                  located: list[Located] | None = None
                   ) -> list[tuple[ObjectType, bytes] | None]:
         """Objects (id, expected size) read and verified as ``get`` does, but with one read
         per run of nearby records in a pack instead of an open and a read per object (half
@@ -315,10 +281,10 @@ class ObjectDatabase:
         tries the other copies and reports what is wrong; so is an object of another size
         than expected, before it is decompressed: what a job holds stays what its sizes say
         (a record may claim up to 256 MiB). ``packs`` caches which volume holds each pack;
-        ``locations``: the index's answers for ``wanted`` (``locate_ahead``), if known."""
+        ``located``: the index's answers for ``wanted`` (``locate_ahead``), if known."""
         oids = [oid for oid, _ in wanted]
         found: list[tuple[ObjectType, bytes] | None] = [None] * len(oids)
-        for volume, keyring, records in self._spans(oids, packs, locations):
+        for volume, keyring, records in self._spans(oids, packs, located):
             sealing = self.sealing(keyring)
             for number, record, where, problem in records:
                 try:
@@ -361,7 +327,8 @@ class ObjectDatabase:
                 break
         taken = oids[:len(found)]
         packs: dict[Oid, VolumeRef | None] = {}
-        for volume, keyring, records in self._spans(taken, packs, locations):
+        for volume, keyring, records in self._spans(taken, packs,
+                                                    _sorted_locations(locations)):
             sealing = self.sealing_or_none(keyring)
             for number, record, where, problem in records:
                 try:
@@ -374,16 +341,15 @@ class ObjectDatabase:
         return found
 
     def _spans(self, oids: list[Oid], packs: dict[Oid, VolumeRef | None],
-               locations: list[Location | None] | None = None) -> Iterator[
+               located: list[Located] | None = None) -> Iterator[
             tuple[VolumeRef, bytes | None, list[tuple[int, memoryview, str, VstError | None]]]]:
         """The records of ``oids`` that the index knows, read a run of nearby records at a
         time from the first volume holding each pack: (volume, keyring id, [(position in
         ``oids``, record, where, the error reading it or None)]). Records of packs on no
-        available volume are left out. ``locations``: the index's answers for ``oids``,
+        available volume are left out. ``located``: the index's answers for ``oids``,
         when the caller has them already."""
-        if locations is None:
-            locations = self.index.lookup_many(oids)
-        located = _sorted_locations(locations)
+        if located is None:
+            located = self.index.locate_many(oids)
         for start, stop, first, end in _runs(located):
             pack_raw, keyring = located[start][0], located[start][4]
             pack = Oid(pack_raw)

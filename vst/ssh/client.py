@@ -187,7 +187,7 @@ class RemoteObjectDatabase(ObjectDatabase):
         return tree
 
     def read_many(self, wanted: list[tuple[Oid, int]], packs: dict[Oid, Any],
-                  locations: list[Any] | None = None) -> list[tuple[ObjectType, bytes] | None]:
+                  located: list[Any] | None = None) -> list[tuple[ObjectType, bytes] | None]:
         # No locations: the server looks its objects up itself.
         found: list[tuple[ObjectType, bytes] | None] = [None] * len(wanted)
         try:
