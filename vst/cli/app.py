@@ -369,7 +369,13 @@ def tune_allocator() -> None:
     glibc's default dynamic mmap threshold many of these come from fresh mmap()s, and each
     page is faulted in and zeroed again: on the 1 GiB benchmark that was 124,000 page
     faults and 4.8 s of system time out of 5.4 s. Serving them from the heap and trimming
-    it lazily cut it to 40,000 faults and 1.8 s. A no-op where glibc is not the allocator.
+    it lazily cut it to 40,000 faults and 1.8 s.
+
+    And at most two arenas, whatever the threads: each thread that allocated while
+    another held the lock got an arena of its own, and kept the freed buffers of its
+    chunks and records there. The commit of 50,000 files peaked at 87.2 MiB instead of
+    90.7 (3 runs each), as fast; the 512 MiB text and the 1 GiB file took as long, at the
+    same peak. A no-op where glibc is not the allocator.
     """
     try:
         import ctypes
@@ -378,9 +384,10 @@ def tune_allocator() -> None:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return
-    m_trim_threshold, m_mmap_threshold = -1, -3
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
     mallopt(m_mmap_threshold, 32 * 1024 * 1024)
     mallopt(m_trim_threshold, 64 * 1024 * 1024)
+    mallopt(m_arena_max, 2)
 
 
 def _login() -> str:
