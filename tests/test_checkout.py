@@ -205,12 +205,12 @@ def test_a_clones_cache_is_the_stat_cache_of_what_it_wrote(store: Store, sample:
     placed = restore(store, tree, target)
     assert len(placed) > 10
     now = 1_800_000_000 * 10**9
-    expected = StatCache(tree, cache_entries(placed)).encode(now)
-    assert _ClonedCache(tree, placed).encode(now) == expected
+    expected = b"".join(StatCache(tree, cache_entries(placed)).encode(now))
+    assert b"".join(_ClonedCache(tree, placed).encode(now)) == expected
     assert placed == []  # each record let go on the way
-    assert StatCache.decode(bytes(expected)) is not None
+    assert StatCache.decode(expected) is not None
     with pytest.raises(ValueError, match="2 entries"):
-        encode_cache(tree, 2, iter([]), now)
+        b"".join(encode_cache(tree, 2, iter([]), now))
 
 
 def test_a_worker_process_refuses_a_replaced_root(store: Store, tmp_path: Path,

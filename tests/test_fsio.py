@@ -162,6 +162,34 @@ def test_short_writes_are_completed(target: Path) -> None:
     assert target.read_bytes() == NEW + b"tail"
 
 
+def test_pieces_are_written_in_turn_each_as_it_comes(target: Path) -> None:
+    fs = FaultyFileSystem()
+    made: list[int] = []
+
+    def pieces():  # each made only once the one before is written
+        for n in range(3):
+            made.append(fs.counts["write"])
+            yield NEW[n::3]
+
+    assert fs.write_pieces(str(target), pieces()) is True
+    assert target.read_bytes() == NEW[0::3] + NEW[1::3] + NEW[2::3]
+    assert made == [0, 1, 2]
+    ShortWriteFileSystem().write_pieces(str(target), [b"", NEW, bytearray(b"tail")])
+    assert target.read_bytes() == NEW + b"tail"
+    assert leftovers(target.parent) == []
+
+
+def test_pieces_that_fail_leave_the_file_as_it_was(target: Path) -> None:
+    def pieces():
+        yield NEW
+        raise ValueError("the maker gave up")
+
+    with pytest.raises(ValueError, match="gave up"):
+        FileSystem().write_pieces(str(target), pieces())
+    assert target.read_bytes() == OLD
+    assert leftovers(target.parent) == []
+
+
 def test_empty_file(target: Path) -> None:
     fs = FaultyFileSystem()
     fs.write_file(str(target), b"")

@@ -66,6 +66,18 @@ def the_store(env: dict[str, str]) -> Store:
 # -- the stat cache ----------------------------------------------------------------------
 
 
+def test_a_stat_cache_in_many_pieces_is_the_same_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = {b"f%03d" % n: CacheEntry(0o100644, ObjectType.BLOB, Oid(bytes([n]) * 32), n,
+                                       OLD_NS, OLD_NS + n, n) for n in range(200)}
+    cache = StatCache(None, entries)
+    whole = b"".join(cache.encode(time.time_ns()))
+    monkeypatch.setattr(workdir, "CACHE_PIECE", 100)
+    pieces = list(cache.encode(time.time_ns()))
+    assert len(pieces) > 50 and all(len(piece) < 200 for piece in pieces)
+    assert b"".join(pieces) == whole
+    assert StatCache.decode(whole) == cache
+
+
 def test_stat_cache_round_trip_and_damage() -> None:
     entries = {
         b"a": CacheEntry(0o100644, ObjectType.BLOB, Oid(b"\1" * 32), 5, OLD_NS, OLD_NS + 1, 42),
@@ -74,8 +86,10 @@ def test_stat_cache_round_trip_and_damage() -> None:
                            (("hardlink", b"a"), ("xattr.user.k", b"v"))),
     }
     cache = StatCache(Oid(b"\4" * 32), entries)
-    data = cache.encode(time.time_ns())
+    pieces = list(cache.encode(time.time_ns()))
+    data = bytes(b"".join(pieces))
     assert StatCache.decode(data) == cache
+    assert len(pieces) == 1  # CACHE_PIECE bytes a piece
     for position in (0, 20, len(data) // 2, len(data) - 1):
         damaged = bytearray(data)
         damaged[position] ^= 1
@@ -88,7 +102,7 @@ def test_racy_entries_are_saved_unverified() -> None:
     now = time.time_ns()
     fresh = CacheEntry(0o100644, ObjectType.BLOB, Oid(b"\1" * 32), 1, now - RACY_NS // 2, 5, 6)
     old = CacheEntry(0o100644, ObjectType.BLOB, Oid(b"\1" * 32), 1, OLD_NS, 5, 6)
-    decoded = StatCache.decode(StatCache(None, {b"f": fresh, b"o": old}).encode(now))
+    decoded = StatCache.decode(b"".join(StatCache(None, {b"f": fresh, b"o": old}).encode(now)))
     assert decoded is not None
     assert (decoded.entries[b"f"].ctime_ns, decoded.entries[b"f"].ino) == (0, 0)
     assert decoded.entries[b"o"] == old

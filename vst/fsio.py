@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from vst.errors import Locked, from_os_error
@@ -93,7 +93,14 @@ class FileSystem:
 
     def write_file(self, path: str, data: bytes | bytearray | memoryview, *, overwrite: bool = True,
                    mode: int = 0o644) -> bool:
-        """Atomically and durably put ``data`` at ``path``.
+        """Atomically and durably put ``data`` at ``path``: ``write_pieces`` of one piece."""
+        return self.write_pieces(path, (data,), overwrite=overwrite, mode=mode)
+
+    def write_pieces(self, path: str, pieces: Iterable[bytes | bytearray | memoryview], *,
+                     overwrite: bool = True, mode: int = 0o644) -> bool:
+        """Atomically and durably put the concatenation of ``pieces`` at ``path``, each
+        piece written as it comes: a large file made as it is written is never whole in
+        memory. An exception from ``pieces`` leaves ``path`` as it was.
 
         With ``overwrite=False`` an existing file is left alone and False is returned (used
         for content-addressed files, whose existing copy has the same name and so the same
@@ -108,7 +115,7 @@ class FileSystem:
         backup = os.path.join(directory, f".tmp-{token}-old-{os.path.basename(path)}")
         placed = kept_backup = False
         try:
-            self._write_temp(temp, memoryview(data), mode)
+            self._write_temp(temp, pieces, mode)
             try:
                 if overwrite:
                     try:
@@ -151,13 +158,17 @@ class FileSystem:
         except OSError:
             pass
 
-    def _write_temp(self, temp: str, data: memoryview, mode: int) -> None:
+    def _write_temp(self, temp: str, pieces: Iterable[bytes | bytearray | memoryview],
+                    mode: int) -> None:
         fd = self._open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             try:
-                while data:
-                    written = self._write(fd, data)
-                    data = data[written:]
+                for piece in pieces:
+                    data = memoryview(piece)
+                    while data:
+                        written = self._write(fd, data)
+                        data = data[written:]
+                    del data  # no view left on a piece once it is written
                 self._fsync(fd)
             finally:
                 self._close(fd)

@@ -112,11 +112,19 @@ class CacheEntry(NamedTuple):
                 and st.st_size == self.size and st.st_mode == self.mode)
 
 
+# The stat cache is written a piece of this size at a time (``encode_cache``).
+CACHE_PIECE = 1024 * 1024
+
+
 def encode_cache(base: Oid | None, count: int, entries: Iterable[tuple[bytes, CacheEntry]],
-                 now_ns: int) -> bytearray:
-    """A stat cache file of ``count`` entries, given in path order; those modified after
-    ``now_ns - RACY_NS`` are saved unverified. The entries may be made as they are asked
-    for (a clone's are): none needs to exist before or after its turn."""
+                 now_ns: int) -> Iterator[bytearray]:
+    """A stat cache file of ``count`` entries, given in path order, in pieces of about
+    CACHE_PIECE bytes, to be written as they come; those modified after ``now_ns -
+    RACY_NS`` are saved unverified. The entries may be made as they are asked for (a
+    clone's are): none needs to exist before or after its turn. Made in one buffer, the
+    5 MB file of a 50,000-file commit grew its heap by 6 to 9 MiB (no hole in it was that
+    large), more than any other step after the scan; a piece fits in one."""
+    hasher = blake3()
     out = bytearray(_HEADER.pack(CACHE_MAGIC, CACHE_VERSION, base.raw if base else bytes(32),
                                  count))
     racy_after = now_ns - RACY_NS
@@ -132,17 +140,22 @@ def encode_cache(base: Oid | None, count: int, entries: Iterable[tuple[bytes, Ca
                            entry.oid.raw, ctime_ns, ino, len(attrs))
         out += attrs
         written += 1
+        if len(out) >= CACHE_PIECE:
+            hasher.update(out)
+            yield out
+            out = bytearray()  # a new one: the last may still be seen by its writer
     if written != count:
         raise ValueError(f"a stat cache of {count} entries was given {written}")
-    out += blake3(out).digest()
-    return out  # not copied into bytes: a million entries make 100 MB
+    hasher.update(out)
+    out += hasher.digest()
+    yield out
 
 
 class EncodedCache(Protocol):
     """What ``WorkingCopy.save_cache`` writes: a ``StatCache``, or anything that encodes
     one (a clone's, made straight from what it wrote)."""
 
-    def encode(self, now_ns: int) -> bytearray: ...
+    def encode(self, now_ns: int) -> Iterator[bytearray]: ...
 
 
 @dataclass(slots=True)
@@ -150,8 +163,9 @@ class StatCache:
     base: Oid | None
     entries: dict[bytes, CacheEntry] = field(default_factory=dict)
 
-    def encode(self, now_ns: int) -> bytearray:
-        """The cache file; entries modified after ``now_ns - RACY_NS`` are saved unverified."""
+    def encode(self, now_ns: int) -> Iterator[bytearray]:
+        """The cache file, in pieces (``encode_cache``); entries modified after ``now_ns -
+        RACY_NS`` are saved unverified."""
         entries = self.entries
         return encode_cache(self.base, len(entries),
                             ((path, entries[path]) for path in sorted(entries)), now_ns)
@@ -313,7 +327,7 @@ class WorkingCopy:
         return StatCache.decode(data)
 
     def save_cache(self, cache: EncodedCache, scan_start_ns: int) -> None:
-        self.fs.write_file(self._path("index"), cache.encode(scan_start_ns))
+        self.fs.write_pieces(self._path("index"), cache.encode(scan_start_ns))
 
     @contextlib.contextmanager
     def lock(self, what: str, *, wait: bool = True) -> Iterator[None]:

@@ -48,7 +48,7 @@ class _ClonedCache:
         self.base = base
         self.placed = placed
 
-    def encode(self, now_ns: int) -> bytearray:
+    def encode(self, now_ns: int) -> Iterator[bytearray]:
         placed = self.placed
         count = len(placed)
         placed.reverse()
