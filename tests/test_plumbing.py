@@ -837,6 +837,31 @@ def test_ls_tree_piped_to_mktree(store: Store, tmp_path: Path, flag: str) -> Non
     assert ran.stderr == b""
 
 
+def test_small_files_read_by_threads_are_stored_once_and_reused(store: Store,
+                                                                tmp_path: Path) -> None:
+    """Small files read by threads are looked up and sealed where they are read, as worker
+    processes do: a content met twice is stored once, and one the store holds is not
+    written again."""
+    rng = random.Random(6)
+    contents = [rng.randbytes(rng.randrange(1, 3000)) for _ in range(60)]
+    root = tmp_path / "few"
+    root.mkdir()
+    for number, data in enumerate(contents + contents[:20]):  # 20 twice
+        _write(root / f"f{number}", data)
+    write_tree(store, str(root), processes=False)
+    assert store.odb.index.count()[0] == 60 + 1  # each content once, and the tree
+    for number in range(80, 90):  # 10 new contents among 80 stored ones
+        _write(root / f"f{number}", contents[number - 80] + b"!")
+    tree = write_tree(store, str(root), processes=False)
+    assert store.odb.index.count()[0] == 61 + 10 + 1
+    assert fsck(store, full=True).problems == []
+    for entry in _all_entries(store, tree):
+        number = int(entry.name[1:])
+        expected = (contents + contents[:20])[number] if number < 80 \
+            else contents[number - 80] + b"!"
+        assert b"".join(file_content(store, entry.oid)) == expected
+
+
 def test_write_tree_with_worker_processes_matches_threads(tmp_path: Path) -> None:
     """Enough small files to start worker processes: the tree must be the same one the
     threads build, every object must verify, and duplicates are stored once."""
