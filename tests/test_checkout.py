@@ -168,6 +168,31 @@ def test_round_trip_through_worker_processes(store: Store, sample: Path, tmp_pat
         assert (item.ino, item.ctime_ns) == (st.st_ino, st.st_ctime_ns), item.path
 
 
+@pytest.mark.parametrize("folders", [1, 6])
+def test_worker_processes_start_early_only_when_more_folders_are_coming(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folders: int) -> None:
+    """Past EARLY_THRESHOLD small files, processes start if the walk has DIRS_AHEAD folders
+    yet to enter; a smaller checkout stays on threads until PROCESS_THRESHOLD."""
+    monkeypatch.setattr(vst.checkout, "EARLY_THRESHOLD", 20)
+    monkeypatch.setattr(vst.checkout, "DIRS_AHEAD", 4)
+    monkeypatch.setattr(vst.checkout, "PROCESS_THRESHOLD", 1000)
+    monkeypatch.setattr(vst.checkout, "JOB_FILES", 5)
+    source = tmp_path / "src"
+    for number in range(60):
+        folder = source / "top" / f"d{number % folders}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{number}").write_bytes(b"%d" % number)
+    (top,) = store.odb.read_tree(write_tree(store, str(source))).entries
+    target = tmp_path / "target"
+    target.mkdir()
+    with Checkout(store, str(target)) as checkout:
+        checkout.write(top.name, top)
+        checkout.finish()
+        assert (checkout._processes is not None) == (folders == 6)
+    assert sorted(os.listdir(target / "top")) == [f"d{n}" for n in range(folders)]
+    assert sum(len(files) for _, _, files in os.walk(target)) == 60
+
+
 def test_a_killed_worker_process_is_a_clear_error(store: Store, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed mid-checkout (out of memory, a signal) ends it with a one-line error,
