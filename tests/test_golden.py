@@ -20,7 +20,7 @@ import pytest
 
 from vst.objects.chunks import ChunkList
 from vst.objects.commit import Commit, Signature
-from vst.objects.ids import _JOIN_BELOW, PLAIN_IDS, IdScheme
+from vst.objects.ids import _JOIN_UP_TO, PLAIN_IDS, IdScheme
 from vst.objects.oid import Oid
 from vst.objects.pack import PackWriter, parse_pack
 from vst.objects.seal import FLAG_ZSTD, HEADER, read_header, seal, unseal
@@ -136,8 +136,8 @@ def test_keyed_id_differs_from_plain() -> None:
     assert ids["keyed-blob-hello"] != ids["blob-hello"]
 
 
-@pytest.mark.parametrize("size", [0, 1023, 1024, 10_000, _JOIN_BELOW - 1, _JOIN_BELOW,
-                                  _JOIN_BELOW + 1, 3 * _JOIN_BELOW + 17])
+@pytest.mark.parametrize("size", [0, 1023, 1024, 10_000, _JOIN_UP_TO - 1, _JOIN_UP_TO,
+                                  _JOIN_UP_TO + 1, 3 * _JOIN_UP_TO + 17])
 def test_ids_are_blake3_of_the_header_then_the_content_at_every_size(size: int) -> None:
     """Small contents are hashed joined to their header in one call, larger ones streamed
     after it: one definition either way, plain and keyed, from bytes or a memoryview."""
