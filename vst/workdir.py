@@ -129,16 +129,18 @@ def encode_cache(base: Oid | None, count: int, entries: Iterable[tuple[bytes, Ca
                                  count))
     racy_after = now_ns - RACY_NS
     written = 0
+    pack_length, pack_entry = _U16.pack, _ENTRY.pack
     for path, entry in entries:
-        ctime_ns, ino = entry.ctime_ns, entry.ino
-        if entry.mtime_ns >= racy_after:
+        # Unpacked at once, not field by field: a clone's tail waits on this loop.
+        mode, kind, oid, size, mtime_ns, ctime_ns, ino, attrs = entry
+        if mtime_ns >= racy_after:
             ctime_ns, ino = 0, 0
-        attrs = _encode_attrs(entry.attrs)
-        out += _U16.pack(len(path))
+        raw_attrs = _encode_attrs(attrs) if attrs else b""
+        out += pack_length(len(path))
         out += path
-        out += _ENTRY.pack(entry.mode, entry.kind, entry.size, entry.mtime_ns,
-                           entry.oid.raw, ctime_ns, ino, len(attrs))
-        out += attrs
+        out += pack_entry(mode, kind, size, mtime_ns, oid.raw, ctime_ns, ino, len(raw_attrs))
+        if raw_attrs:
+            out += raw_attrs
         written += 1
         if len(out) >= CACHE_PIECE:
             hasher.update(out)
