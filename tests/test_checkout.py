@@ -222,7 +222,7 @@ def test_a_killed_worker_process_is_a_clear_error(store: Store, tmp_path: Path,
 def test_a_clones_cache_is_the_stat_cache_of_what_it_wrote(store: Store, sample: Path,
                                                            tmp_path: Path) -> None:
     from vst.porcelain.clone import _ClonedCache, cache_entries
-    from vst.workdir import StatCache, encode_cache
+    from vst.workdir import CacheEntry, StatCache, encode_cache
 
     tree = write_tree(store, str(sample))
     target = tmp_path / "target"
@@ -230,10 +230,18 @@ def test_a_clones_cache_is_the_stat_cache_of_what_it_wrote(store: Store, sample:
     placed = restore(store, tree, target)
     assert len(placed) > 10
     now = 1_800_000_000 * 10**9
-    expected = b"".join(StatCache(tree, cache_entries(placed)).encode(now))
+    entries = cache_entries(placed)
+    for item in placed:  # each file's status as the checkout left it; none for folders
+        verified = not item.entry.is_dir
+        assert entries[item.path] == CacheEntry(
+            item.entry.mode, item.entry.kind, item.entry.oid, item.entry.size,
+            item.entry.mtime_ns, item.ctime_ns if verified else 0,
+            item.ino if verified else 0, item.entry.attrs)
+    expected = b"".join(StatCache(tree, entries).encode(now))
     assert b"".join(_ClonedCache(tree, placed).encode(now)) == expected
     assert placed == []  # each record let go on the way
-    assert StatCache.decode(expected) is not None
+    decoded = StatCache.decode(expected)
+    assert decoded is not None and decoded.entries == entries
     with pytest.raises(ValueError, match="2 entries"):
         b"".join(encode_cache(tree, 2, iter([]), now))
 

@@ -31,12 +31,17 @@ def cache_entries(placed: list[Placed]) -> dict[bytes, CacheEntry]:
     return {item.path: _cache_entry(item) for item in placed}
 
 
+_new_tuple = tuple.__new__
+
+
 def _cache_entry(item: Placed) -> CacheEntry:
     entry = item.entry
     verified = entry.kind != ObjectType.TREE
-    return CacheEntry(entry.mode, entry.kind, entry.oid, entry.size, entry.mtime_ns,
-                      item.ctime_ns if verified else 0, item.ino if verified else 0,
-                      entry.attrs)
+    # Built as a tuple of its fields: the named tuple's own __new__ is Python code, and a
+    # clone's tail waits on one of these a file.
+    return _new_tuple(CacheEntry, (entry.mode, entry.kind, entry.oid, entry.size,
+                                   entry.mtime_ns, item.ctime_ns if verified else 0,
+                                   item.ino if verified else 0, entry.attrs))
 
 
 class _ClonedCache:
