@@ -10,12 +10,12 @@ Stages, each named for what it does:
     chunk    a large file is read by the adding thread in big sequential reads and cut into
              content-defined chunks
     hash     a worker computes each object's id (BLAKE3 releases the GIL)
-    dedup    the adding thread asks the index about a batch of ids in one query, so the
-             cost per object is a set lookup, not a database round trip
-    seal     a worker compresses (zstd releases the GIL) and frames what is new
-             (a chunk of a large file is hashed, looked up and sealed in one worker job
-             when the index is local: a lookup costs microseconds next to a megabyte's
-             compression, and the adding thread never waits for a batch to fill)
+    dedup    with a local index, the job that hashed an object looks it up too (a chunk,
+             or a small file read by a thread): a lookup costs microseconds next to its
+             compression, and nothing waits for a batch to fill. Over SSH the adding
+             thread asks the store about a batch of ids in one request
+    seal     a worker compresses (zstd releases the GIL) and frames what is new; with a
+             local index, in the job that hashed it
     pack     the adding thread appends sealed records to the open pack
     write    full packs are written durably by the ObjectWriter's background thread
 
@@ -173,8 +173,10 @@ class Ingest:
         self._use_processes = processes
         self._process_pool: ProcessPoolExecutor | None = None
         self._small_paths = 0
-        # Over SSH the index is the server's: a lookup per chunk would be a round trip each.
-        self._seal_chunks = writer is not None and writer.odb.index.path is not None
+        # Whether the job that hashes an object also looks it up and seals it (a chunk, or
+        # a small file read by a thread): not over SSH, where the index is the server's and
+        # a lookup per object would be a round trip each.
+        self._seal_in_job = writer is not None and writer.odb.index.path is not None
 
     def __enter__(self) -> Ingest:
         return self
@@ -204,30 +206,33 @@ class Ingest:
         return [_Piece(self.ids.compute(kind, data), kind, data, len(data))]
 
     def _hash_and_seal(self, data: bytes) -> list[_Piece]:
-        assert self.writer is not None
-        oid = self.ids.compute(ObjectType.BLOB, data)
-        record = seal(oid, ObjectType.BLOB, data, self.level, self.sealing.cipher) \
-            if self.writer.claim(oid) else None
-        return [_Piece(oid, ObjectType.BLOB, b"", len(data), sealed=True, record=record,
-                       claimed=True)]
+        piece = _Piece(self.ids.compute(ObjectType.BLOB, data), ObjectType.BLOB, data,
+                       len(data))
+        self._seal_claimed(piece)
+        return [piece]
 
     def _open_and_hash_many(self, paths: list[bytes]) -> list[_Piece]:
         pieces = open_and_hash_many(paths, self.params.min, self.ids)
-        if self._seal_chunks:
+        if self._seal_in_job:
             # Looked up and sealed here, as a worker process does: what comes back holds
             # a sealed record of what the store lacks, not the file's bytes waiting in the
             # dedup batch. A batch fills from threads only (processes dedup their own), so
             # the first thousand files of a large commit (8.9 MiB of the 50,000-file
             # benchmark) stayed in memory to the end, at the commit's peak.
-            assert self.writer is not None
             for piece in pieces:
                 if piece.oid is not None:
-                    if self.writer.claim(piece.oid):
-                        piece.record = seal(piece.oid, piece.kind, piece.data, self.level,
-                                            self.sealing.cipher)
-                    piece.sealed = piece.claimed = True
-                    piece.data = b""
+                    self._seal_claimed(piece)
         return pieces
+
+    def _seal_claimed(self, piece: _Piece) -> None:
+        """Seal a hashed piece if this writer is the one to add it (``claim``: the store
+        lacks it and no other job has it), and let its bytes go."""
+        assert self.writer is not None and piece.oid is not None
+        if self.writer.claim(piece.oid):
+            piece.record = seal(piece.oid, piece.kind, piece.data, self.level,
+                                self.sealing.cipher)
+        piece.sealed = piece.claimed = True
+        piece.data = b""
 
     def _seal_many(self, pieces: list[_Piece]) -> list[tuple[Oid, bytes | bytearray]]:
         sealed = []
@@ -401,7 +406,7 @@ class Ingest:
         stored.chunks = chunks
         for index, chunk in enumerate(self.chunker.split_stream(stream)):
             chunks.append(None)
-            job = partial(self._hash_and_seal, chunk) if self._seal_chunks \
+            job = partial(self._hash_and_seal, chunk) if self._seal_in_job \
                 else partial(self._hash, ObjectType.BLOB, chunk)
             self._submit(partial(self._pool.submit, job),
                          [partial(_set_chunk, chunks, index)], len(chunk))
